@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated, Any
+
+from litestar import Controller, MediaType, Request, Response, post
+from litestar.background_tasks import BackgroundTask
+from litestar.di import Provide
+from litestar.enums import RequestEncodingType
+from litestar.exceptions import NotFoundException
+from litestar.params import Body
+
+from app import emails, security
+from app.auth import EXCLUDE_FROM_AUTH, requires_superuser
+from app.config import Settings
+from app.ratelimit import RateLimiter
+from app.schemas import LoginForm, Message, NewPassword, Token, UserPublic, user_public
+from app.services import BadRequest, UserService, provide_user_service
+from db.models import User
+
+RECOVERY_SENT = "If that email is registered, we sent a password recovery link"
+MINUTE, HOUR = 60, 3600
+
+
+def client_address(request: Request[Any, Any, Any]) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def reset_token_for(settings: Settings, user: User) -> str:
+    expires = timedelta(hours=settings.EMAIL_RESET_TOKEN_EXPIRE_HOURS)
+    return security.create_reset_token(user.email, user.hashed_password, settings.SECRET_KEY, expires)
+
+
+class LoginController(Controller):
+    tags = ["login"]
+    dependencies = {"users": Provide(provide_user_service)}
+
+    @post("/login/access-token", status_code=200, opt={EXCLUDE_FROM_AUTH: True})
+    async def login_access_token(
+        self,
+        request: Request[Any, Any, Any],
+        users: UserService,
+        settings: Settings,
+        rate_limiter: RateLimiter,
+        data: Annotated[LoginForm, Body(media_type=RequestEncodingType.URL_ENCODED)],  # type: ignore[valid-type]
+    ) -> Token:
+        """OAuth2 password login: an access token for future requests."""
+        account_key = f"login-fail:account:{data.username.lower()}"
+        client_key = f"login-fail:client:{client_address(request)}"
+        await rate_limiter.check(account_key, settings.LOGIN_FAILURES_PER_ACCOUNT_PER_MINUTE, MINUTE)
+        await rate_limiter.check(client_key, settings.LOGIN_FAILURES_PER_CLIENT_PER_MINUTE, MINUTE)
+        user = await users.authenticate(data.username, data.password)
+        if user is None:
+            await rate_limiter.hit(account_key, settings.LOGIN_FAILURES_PER_ACCOUNT_PER_MINUTE, MINUTE)
+            await rate_limiter.hit(client_key, settings.LOGIN_FAILURES_PER_CLIENT_PER_MINUTE, MINUTE)
+            raise BadRequest("Incorrect email or password")
+        if not user.is_active:
+            raise BadRequest("Inactive user")
+        expires = timedelta(minutes=settings.ACCESS_TOKEN_EXPIRE_MINUTES)
+        return Token(
+            access_token=security.create_access_token(user.id, user.token_version, settings.SECRET_KEY, expires)
+        )
+
+    @post("/login/test-token", status_code=200)
+    async def test_token(self, current_user: User) -> UserPublic:
+        """Test access token."""
+        return user_public(current_user)
+
+    @post("/password-recovery/{email:str}", status_code=200, opt={EXCLUDE_FROM_AUTH: True})
+    async def recover_password(
+        self,
+        request: Request[Any, Any, Any],
+        users: UserService,
+        settings: Settings,
+        rate_limiter: RateLimiter,
+        email: str,
+    ) -> Response[Message]:
+        """Password recovery. The answer is the same whether or not the address is registered."""
+        await rate_limiter.take(f"recovery:email:{email.lower()}", settings.RECOVERY_PER_EMAIL_PER_HOUR, HOUR)
+        await rate_limiter.take(
+            f"recovery:client:{client_address(request)}", settings.RECOVERY_PER_CLIENT_PER_HOUR, HOUR
+        )
+        user = await users.get_by_email(email)
+        background = None
+        if user is not None:
+            mail = emails.reset_password_email(settings, user.email, reset_token_for(settings, user))
+            background = BackgroundTask(emails.send_email, settings, user.email, mail)
+        return Response(Message(message=RECOVERY_SENT), background=background)
+
+    @post("/reset-password", status_code=200, opt={EXCLUDE_FROM_AUTH: True})
+    async def reset_password(self, users: UserService, settings: Settings, data: NewPassword) -> Message:
+        """Set a new password with a token from a recovery email. Each token works once."""
+        try:
+            email, fingerprint = security.decode_reset_token(data.token, settings.SECRET_KEY)
+        except security.InvalidTokenError:
+            raise BadRequest("Invalid token") from None
+        user = await users.get_by_email(email)
+        if user is None or fingerprint != security.password_fingerprint(user.hashed_password, settings.SECRET_KEY):
+            raise BadRequest("Invalid token")
+        if not user.is_active:
+            raise BadRequest("Inactive user")
+        await users.set_password(user, data.new_password)
+        return Message(message="Password updated successfully")
+
+    @post(
+        "/password-recovery-html-content/{email:str}",
+        status_code=200,
+        guards=[requires_superuser],
+        media_type=MediaType.HTML,
+    )
+    async def recover_password_html_content(self, users: UserService, settings: Settings, email: str) -> Response[str]:
+        """The HTML of the password recovery email (its subject in the `X-Email-Subject` header)."""
+        user = await users.get_by_email(email)
+        if user is None:
+            raise NotFoundException("The user with this username does not exist in the system.")
+        mail = emails.reset_password_email(settings, user.email, reset_token_for(settings, user))
+        return Response(mail.html, media_type=MediaType.HTML, headers={"X-Email-Subject": mail.subject})

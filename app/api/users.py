@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID
+
+from litestar import Controller, Request, Response, delete, get, patch, post
+from litestar.background_tasks import BackgroundTask
+from litestar.di import Provide
+from litestar.params import Parameter
+
+from app import emails, security
+from app.api.login import HOUR, client_address
+from app.auth import EXCLUDE_FROM_AUTH, requires_superuser
+from app.config import Settings
+from app.ratelimit import RateLimiter
+from app.schemas import (
+    Message,
+    UpdatePassword,
+    UserCreate,
+    UserPublic,
+    UserRegister,
+    UsersPublic,
+    UserUpdate,
+    UserUpdateMe,
+    changes,
+    user_public,
+)
+from app.services import BadRequest, UserService, provide_user_service
+from db.models import User
+
+Skip = Annotated[int, Parameter(ge=0)]
+Limit = Annotated[int, Parameter(ge=0)]
+USER_DELETED = "User deleted successfully"
+
+
+class UsersController(Controller):
+    path = "/users"
+    tags = ["users"]
+    dependencies = {"users": Provide(provide_user_service)}
+
+    @get("/", guards=[requires_superuser])
+    async def read_users(self, users: UserService, skip: Skip = 0, limit: Limit = 100) -> UsersPublic:
+        """All users, newest first."""
+        rows, count = await users.list_page(skip, limit)
+        return UsersPublic(data=[user_public(row) for row in rows], count=count)
+
+    @post("/", status_code=200, guards=[requires_superuser])
+    async def create_user(self, users: UserService, settings: Settings, data: UserCreate) -> Response[UserPublic]:
+        """Create a user; they get a welcome email (never with their password) when mail is configured."""
+        user = await users.create_account(changes(data), "The user with this email already exists in the system.")
+        background = None
+        if settings.emails_enabled:
+            mail = emails.new_account_email(settings, user.email)
+            background = BackgroundTask(emails.send_email, settings, user.email, mail)
+        return Response(user_public(user), background=background)
+
+    @get("/me")
+    async def read_user_me(self, current_user: User) -> UserPublic:
+        """The caller."""
+        return user_public(current_user)
+
+    @patch("/me")
+    async def update_user_me(self, users: UserService, current_user: User, data: UserUpdateMe) -> UserPublic:
+        """Change the caller's name or email."""
+        return user_public(await users.apply_changes(current_user, changes(data)))
+
+    @delete("/me", status_code=200)
+    async def delete_user_me(self, users: UserService, current_user: User) -> Message:
+        """Delete the caller and their items."""
+        await users.remove(current_user, current_user)
+        return Message(message=USER_DELETED)
+
+    @patch("/me/password")
+    async def update_password_me(self, users: UserService, current_user: User, data: UpdatePassword) -> Message:
+        """Change the caller's password. Tokens issued before stop working."""
+        matches, _ = await security.verify_password(data.current_password, current_user.hashed_password)
+        if not matches:
+            raise BadRequest("Incorrect password")
+        if data.current_password == data.new_password:
+            raise BadRequest("New password cannot be the same as the current one")
+        await users.set_password(current_user, data.new_password)
+        return Message(message="Password updated successfully")
+
+    @post("/signup", status_code=200, opt={EXCLUDE_FROM_AUTH: True})
+    async def register_user(
+        self,
+        request: Request[Any, Any, Any],
+        users: UserService,
+        settings: Settings,
+        rate_limiter: RateLimiter,
+        data: UserRegister,
+    ) -> UserPublic:
+        """Create an account without logging in."""
+        await rate_limiter.take(f"signup:client:{client_address(request)}", settings.SIGNUP_PER_CLIENT_PER_HOUR, HOUR)
+        user = await users.create_account(changes(data), "The user with this email already exists in the system")
+        return user_public(user)
+
+    @get("/{user_id:str}")
+    async def read_user_by_id(self, users: UserService, current_user: User, user_id: UUID) -> UserPublic:
+        """A user: the caller themselves, or anyone for a superuser."""
+        return user_public(await users.get_for_caller(user_id, current_user))
+
+    @patch("/{user_id:str}", guards=[requires_superuser])
+    async def update_user(self, users: UserService, user_id: UUID, data: UserUpdate) -> UserPublic:
+        """Update a user; a new password is hashed and revokes their tokens."""
+        user = await users.get_or_404(user_id, "The user with this id does not exist in the system")
+        return user_public(await users.apply_changes(user, changes(data)))
+
+    @delete("/{user_id:str}", status_code=200, guards=[requires_superuser])
+    async def delete_user(self, users: UserService, current_user: User, user_id: UUID) -> Message:
+        """Delete a user and their items."""
+        user = await users.get_or_404(user_id, "User not found")
+        await users.remove(user, current_user)
+        return Message(message=USER_DELETED)

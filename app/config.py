@@ -1,0 +1,172 @@
+"""Settings: read once from the environment (and a `.env` file), validated, immutable."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import warnings
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+DEV_SECRET = "changethis"
+SQLITE_DEFAULT_URL = "sqlite+aiosqlite:///data/app.db"
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    # --- the template's settings, same names and defaults ---
+    PROJECT_NAME: str = "Full Stack FastAPI Project"
+    API_V1_STR: str = "/api/v1"
+    SECRET_KEY: str = DEV_SECRET
+    ACCESS_TOKEN_EXPIRE_MINUTES: int = 60 * 24 * 8
+    FRONTEND_HOST: str = "http://localhost:5173"
+    ENVIRONMENT: Literal["local", "staging", "production"] = "local"
+    BACKEND_CORS_ORIGINS: list[str] = []
+    SENTRY_DSN: str | None = None
+    POSTGRES_SERVER: str = ""
+    POSTGRES_PORT: int = 5432
+    POSTGRES_USER: str = "postgres"
+    POSTGRES_PASSWORD: str = ""
+    POSTGRES_DB: str = ""
+    SMTP_TLS: bool = True
+    SMTP_SSL: bool = False
+    SMTP_PORT: int = 587
+    SMTP_HOST: str | None = None
+    SMTP_USER: str | None = None
+    SMTP_PASSWORD: str | None = None
+    EMAILS_FROM_EMAIL: str | None = None
+    EMAILS_FROM_NAME: str | None = None
+    EMAIL_RESET_TOKEN_EXPIRE_HOURS: int = 48
+    EMAIL_TEST_USER: str = "test@example.com"
+    FIRST_SUPERUSER: str = "admin@example.com"
+    FIRST_SUPERUSER_PASSWORD: str = DEV_SECRET
+    # --- ours ---
+    DATABASE_URL: str | None = None
+    DB_POOL_SIZE: int = 10
+    DB_CONNECT_TIMEOUT: float = 3.0
+    LOG_LEVEL: str = "INFO"
+    LOG_JSON: bool | None = None
+    MAX_REQUEST_BODY_BYTES: int = 1024 * 1024
+    REDIS_URL: str | None = None
+    RATE_LIMIT_ENABLED: bool = True
+    LOGIN_FAILURES_PER_ACCOUNT_PER_MINUTE: int = 5
+    LOGIN_FAILURES_PER_CLIENT_PER_MINUTE: int = 100
+    RECOVERY_PER_EMAIL_PER_HOUR: int = 3
+    RECOVERY_PER_CLIENT_PER_HOUR: int = 30
+    SIGNUP_PER_CLIENT_PER_HOUR: int = 0
+
+    @property
+    def database_url(self) -> str:
+        """`DATABASE_URL` wins; then the template's `POSTGRES_*` parts; then the embedded SQLite file."""
+        if self.DATABASE_URL:
+            return self.DATABASE_URL
+        if self.POSTGRES_SERVER:
+            auth = self.POSTGRES_USER + (f":{self.POSTGRES_PASSWORD}" if self.POSTGRES_PASSWORD else "")
+            return f"postgresql+asyncpg://{auth}@{self.POSTGRES_SERVER}:{self.POSTGRES_PORT}/{self.POSTGRES_DB}"
+        return SQLITE_DEFAULT_URL
+
+    @property
+    def emails_enabled(self) -> bool:
+        return bool(self.SMTP_HOST and self.EMAILS_FROM_EMAIL)
+
+    @property
+    def emails_from_name(self) -> str:
+        return self.EMAILS_FROM_NAME or self.PROJECT_NAME
+
+    @property
+    def all_cors_origins(self) -> list[str]:
+        return [origin.rstrip("/") for origin in self.BACKEND_CORS_ORIGINS] + [self.FRONTEND_HOST]
+
+    @property
+    def log_json(self) -> bool:
+        return self.LOG_JSON if self.LOG_JSON is not None else self.ENVIRONMENT != "local"
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """Minimal `.env` reader: KEY=VALUE lines, `#` comments, optional quotes, optional `export`."""
+    values: dict[str, str] = {}
+    if not path.is_file():
+        return values
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.removeprefix("export ").partition("=")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key.strip()] = value
+    return values
+
+
+def _parse_cors(value: str) -> list[str]:
+    value = value.strip()
+    if value.startswith("["):
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise SettingsError(f"BACKEND_CORS_ORIGINS: not a valid JSON list ({exc.msg})") from None
+        if not isinstance(parsed, list) or not all(isinstance(item, str) for item in parsed):
+            raise SettingsError("BACKEND_CORS_ORIGINS: the JSON value must be a list of strings")
+        return parsed
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def load_settings(environ: dict[str, str] | None = None, env_file: Path | None = Path(".env")) -> Settings:
+    """Build settings from a `.env` file overlaid by the real environment (the environment wins)."""
+    raw: dict[str, str] = read_dotenv(env_file) if env_file else {}
+    raw.update(os.environ if environ is None else environ)
+    fields = set(Settings.__struct_fields__)
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in fields:
+            continue
+        if key == "BACKEND_CORS_ORIGINS":
+            values[key] = _parse_cors(value)
+        elif value == "" and key in _OPTIONAL_FIELDS:
+            values[key] = None
+        else:
+            values[key] = value
+    try:
+        settings = msgspec.convert(values, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        name = message.rsplit("$.", 1)[-1].split("[")[0].rstrip("`") if "$." in message else "settings"
+        reason = message.split(" - at ")[0]
+        raise SettingsError(f"{name}: {reason} (got {raw.get(name, '')!r})") from None
+    _check_secrets(settings)
+    return settings
+
+
+_OPTIONAL_FIELDS = {
+    name
+    for name, default in zip(Settings.__struct_fields__, Settings.__struct_defaults__, strict=False)
+    if default is None
+}
+
+
+def _check_secrets(settings: Settings) -> None:
+    for name in ("SECRET_KEY", "POSTGRES_PASSWORD", "FIRST_SUPERUSER_PASSWORD"):
+        if getattr(settings, name) != DEV_SECRET:
+            continue
+        message = f'The value of {name} is "{DEV_SECRET}", for security, please change it.'
+        if settings.ENVIRONMENT == "local":
+            warnings.warn(message, stacklevel=3)
+        else:
+            raise SettingsError(message)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings. A bad value stops start-up with one line naming the variable."""
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        sys.exit(f"Configuration error: {exc}")

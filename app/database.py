@@ -1,0 +1,63 @@
+"""Database wiring: engine, sessions (one per request, committed by advanced-alchemy on 2xx) and migrations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from advanced_alchemy.extensions.litestar import (
+    AlembicAsyncConfig,
+    AsyncSessionConfig,
+    EngineConfig,
+    SQLAlchemyAsyncConfig,
+)
+from sqlalchemy.engine import make_url
+
+from app.config import Settings
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def is_sqlite(url: str) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def engine_config(settings: Settings) -> EngineConfig:
+    url = settings.database_url
+    if is_sqlite(url):
+        # One file, many readers, one writer: wait for the lock instead of failing.
+        return EngineConfig(connect_args={"timeout": 30})
+    return EngineConfig(
+        pool_size=settings.DB_POOL_SIZE,
+        max_overflow=settings.DB_POOL_SIZE,
+        pool_timeout=settings.DB_CONNECT_TIMEOUT,
+        pool_pre_ping=False,
+        connect_args={
+            "timeout": settings.DB_CONNECT_TIMEOUT,
+            "command_timeout": 30,
+            "server_settings": {"application_name": settings.PROJECT_NAME[:63]},
+        },
+    )
+
+
+def ensure_sqlite_folder(url: str) -> None:
+    """The embedded default lives in a file under a folder that may not exist yet."""
+    database = make_url(url).database
+    if is_sqlite(url) and database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+
+
+def sqlalchemy_config(settings: Settings) -> SQLAlchemyAsyncConfig:
+    url = settings.database_url
+    ensure_sqlite_folder(url)
+    return SQLAlchemyAsyncConfig(
+        connection_string=url,
+        engine_config=engine_config(settings),
+        session_config=AsyncSessionConfig(expire_on_commit=False),
+        before_send_handler="autocommit",
+        alembic_config=AlembicAsyncConfig(
+            script_location=str(MIGRATIONS_DIR),
+            version_table_name="alembic_version",
+            compare_type=True,
+            render_as_batch=is_sqlite(url),
+        ),
+    )

@@ -1,0 +1,108 @@
+"""The application factory: plugins, the /api/v1 router, OpenAPI, CORS, error handling."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
+from litestar import Litestar, MediaType, Request, Router, get
+from litestar.config.cors import CORSConfig
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.openapi.spec import Components, OAuthFlow, OAuthFlows, SecurityScheme
+from litestar.stores.memory import MemoryStore
+from litestar.stores.redis import RedisStore
+
+from app.api.items import ItemsController
+from app.api.login import LoginController
+from app.api.private import PrivateController
+from app.api.users import UsersController
+from app.api.utils import UtilsController
+from app.auth import EXCLUDE_FROM_AUTH, auth_middleware
+from app.cli import AdminCLIPlugin
+from app.config import Settings, get_settings
+from app.database import sqlalchemy_config
+from app.errors import exception_handlers
+from app.observability import configure_logging, init_sentry, request_logging
+from app.openapi import SECURITY_SCHEME, openapi_fixups, operation_id
+from app.ratelimit import RateLimiter
+from db.models import User
+
+
+async def provide_current_user(request: Request[User, Any, Any]) -> User:
+    return request.user
+
+
+@get("/api/v1/openapi.json", include_in_schema=False, opt={EXCLUDE_FROM_AUTH: True}, media_type=MediaType.JSON)
+async def openapi_json(request: Request[Any, Any, Any]) -> bytes:
+    """The OpenAPI document, byte-identical across restarts for the same code and settings."""
+    document: bytes = request.app.state.openapi_document
+    return document
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    settings = settings or get_settings()
+    configure_logging(settings)
+    init_sentry(settings)
+    db_config = sqlalchemy_config(settings)
+    # Shared by every worker and replica through Redis when configured; per process otherwise.
+    store = (
+        RedisStore.with_client(url=settings.REDIS_URL, namespace="accounts-api")
+        if settings.REDIS_URL
+        else MemoryStore()
+    )
+    rate_limiter = RateLimiter(store, enabled=settings.RATE_LIMIT_ENABLED)
+
+    controllers: list[Any] = [LoginController, UsersController, ItemsController, UtilsController]
+    if settings.ENVIRONMENT == "local":
+        controllers.append(PrivateController)
+    api = Router(path=settings.API_V1_STR, route_handlers=controllers)
+
+    app = Litestar(
+        route_handlers=[api, openapi_json],
+        plugins=[SQLAlchemyPlugin(config=db_config), AdminCLIPlugin()],
+        dependencies={
+            "settings": Provide(lambda: settings, sync_to_thread=False, use_cache=True),
+            "rate_limiter": Provide(lambda: rate_limiter, sync_to_thread=False, use_cache=True),
+            "current_user": Provide(provide_current_user),
+        },
+        middleware=[request_logging, auth_middleware(settings, db_config)],
+        exception_handlers=exception_handlers,
+        cors_config=CORSConfig(
+            allow_origins=settings.all_cors_origins,
+            allow_credentials=True,
+            allow_methods=["*"],
+            allow_headers=["*"],
+        ),
+        openapi_config=OpenAPIConfig(
+            title=settings.PROJECT_NAME,
+            version="0.1.0",
+            # The docs live at /docs; /api/v1/openapi.json is served by `openapi_json` (a catch-all of the docs
+            # router under /api/v1 would turn unknown API paths into HTML pages).
+            openapi_router=Router("/docs", route_handlers=[], include_in_schema=False, opt={EXCLUDE_FROM_AUTH: True}),
+            render_plugins=[SwaggerRenderPlugin(path="/")],
+            operation_id_creator=operation_id,
+            use_handler_docstrings=True,
+            components=Components(
+                security_schemes={
+                    SECURITY_SCHEME: SecurityScheme(
+                        type="oauth2",
+                        flows=OAuthFlows(
+                            password=OAuthFlow(token_url=f"{settings.API_V1_STR}/login/access-token", scopes={})
+                        ),
+                    )
+                }
+            ),
+        ),
+        request_max_body_size=settings.MAX_REQUEST_BODY_BYTES,
+        logging_config=None,
+        debug=False,
+    )
+    app.state.settings = settings
+    app.state.db_config = db_config
+    openapi_fixups(app)
+    app.state.openapi_document = msgspec.json.encode(app.openapi_schema.to_schema())
+    return app

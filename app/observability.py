@@ -1,0 +1,107 @@
+"""Structured logs (pretty in `local`, JSON lines elsewhere), one log line per request, and Sentry."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+import uuid
+from typing import Any
+
+import sentry_sdk
+import structlog
+from litestar.datastructures import MutableScopeHeaders
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.config import Settings
+
+REQUEST_ID_HEADER = "x-request-id"
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+access_log = structlog.get_logger("app.request")
+
+
+def configure_logging(settings: Settings) -> None:
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    renderer: Any = (
+        structlog.processors.JSONRenderer() if settings.log_json else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info if settings.log_json else _keep,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(settings.LOG_LEVEL.upper())
+    # uvicorn's own access log would duplicate ours (and has no request id).
+    logging.getLogger("uvicorn.access").disabled = True
+
+
+def _keep(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    return event
+
+
+def init_sentry(settings: Settings) -> None:
+    """Must run before the Litestar app is built: the integration patches `Litestar.__init__`."""
+    if settings.SENTRY_DSN and settings.ENVIRONMENT != "local":
+        sentry_sdk.init(dsn=settings.SENTRY_DSN, environment=settings.ENVIRONMENT, send_default_pii=False)
+
+
+def request_logging(app: ASGIApp) -> ASGIApp:
+    """One line per HTTP request: method, path, status, duration_ms, request_id, user_id. Never bodies or
+    credentials. The request id comes from `X-Request-ID` (when sane) or is generated, and is echoed back."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        incoming = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), "")
+        request_id = incoming if _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_request_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableScopeHeaders.from_message(message)[REQUEST_ID_HEADER] = request_id
+            await send(message)
+
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        try:
+            await app(scope, receive, send_with_request_id)
+        except Exception as exc:
+            # Answered by the app-level exception handler after this middleware: log the status it will use.
+            status = getattr(exc, "status_code", 500)
+            raise
+        finally:
+            user = scope.get("user")
+            access_log.info(
+                "request",
+                method=scope["method"],
+                path=scope["path"],
+                status=status,
+                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                user_id=str(user.id) if user is not None and hasattr(user, "id") else None,
+            )
+            structlog.contextvars.unbind_contextvars("request_id")
+
+    return middleware

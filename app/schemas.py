@@ -1,0 +1,166 @@
+"""Every request and response body. Names are the template's, so generated SDKs keep their model names."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+import msgspec
+from msgspec import UNSET, Meta, Struct, UnsetType
+
+EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+
+Email = Annotated[str, Meta(max_length=255, pattern=EMAIL_PATTERN, extra_json_schema={"format": "email"})]
+Password = Annotated[str, Meta(min_length=8, max_length=128)]
+FullName = Annotated[str, Meta(max_length=255)]
+Title = Annotated[str, Meta(min_length=1, max_length=255)]
+Description = Annotated[str, Meta(max_length=255)]
+
+
+class Message(Struct):
+    message: str
+
+
+class Token(Struct):
+    access_token: str
+    token_type: str = "bearer"
+
+
+class NewPassword(Struct):
+    token: str
+    new_password: Password
+
+
+class UserPublic(Struct):
+    email: str
+    is_active: bool
+    is_superuser: bool
+    full_name: str | None
+    id: UUID
+    created_at: datetime
+
+
+class UsersPublic(Struct):
+    data: list[UserPublic]
+    count: int
+
+
+class UserCreate(Struct):
+    email: Email
+    password: Password
+    is_active: bool = True
+    is_superuser: bool = False
+    full_name: FullName | None = None
+
+
+class UserRegister(Struct):
+    email: Email
+    password: Password
+    full_name: FullName | None = None
+
+
+class UserUpdate(Struct):
+    email: Email | UnsetType = UNSET
+    password: Password | UnsetType = UNSET
+    is_active: bool | UnsetType = UNSET
+    is_superuser: bool | UnsetType = UNSET
+    full_name: FullName | UnsetType | None = UNSET
+
+
+class UserUpdateMe(Struct):
+    full_name: FullName | UnsetType | None = UNSET
+    email: Email | UnsetType = UNSET
+
+
+class UpdatePassword(Struct):
+    current_password: Password
+    new_password: Password
+
+
+class PrivateUserCreate(Struct):
+    email: Email
+    password: Password
+    full_name: FullName
+    is_verified: bool = False
+
+
+class ItemPublic(Struct):
+    title: str
+    description: str | None
+    id: UUID
+    owner_id: UUID
+    created_at: datetime
+
+
+class ItemsPublic(Struct):
+    data: list[ItemPublic]
+    count: int
+
+
+class ItemCreate(Struct):
+    title: Title
+    description: Description | None = None
+
+
+class ItemUpdate(Struct):
+    title: Title | UnsetType = UNSET
+    description: Description | UnsetType | None = UNSET
+
+
+# The OAuth2 password form. Its component name is the template's, which is not a valid Python identifier.
+LoginForm = msgspec.defstruct(
+    "Body_login-login_access_token",
+    [
+        ("username", str),
+        ("password", str),
+        ("grant_type", Annotated[str, Meta(pattern="^password$")] | None, None),
+        ("scope", str, ""),
+        ("client_id", str | None, None),
+        ("client_secret", str | None, None),
+    ],
+)
+
+
+class ValidationError(Struct):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class HTTPValidationError(Struct):
+    detail: list[ValidationError]
+
+
+class HTTPError(Struct):
+    detail: str
+
+
+def changes(update: Struct) -> dict[str, Any]:
+    """The fields a PATCH/PUT body actually set (UNSET ones left out)."""
+    return {name: value for name, value in msgspec.structs.asdict(update).items() if value is not UNSET}
+
+
+HealthStatus = Literal[True]
+
+
+def user_public(user: Any) -> UserPublic:
+    """Straight from the row: these values were validated when written."""
+    return UserPublic(
+        email=user.email,
+        is_active=user.is_active,
+        is_superuser=user.is_superuser,
+        full_name=user.full_name,
+        id=user.id,
+        created_at=user.created_at,
+    )
+
+
+def item_public(item: Any) -> ItemPublic:
+    return ItemPublic(
+        title=item.title,
+        description=item.description,
+        id=item.id,
+        owner_id=item.owner_id,
+        created_at=item.created_at,
+    )

@@ -1,0 +1,107 @@
+"""Password hashing (argon2id, off the event loop, legacy bcrypt accepted) and JWT minting/verification."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import os
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+from uuid import UUID
+
+import bcrypt
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from argon2.profiles import RFC_9106_LOW_MEMORY
+
+ALGORITHM = "HS256"
+TokenType = Literal["access", "reset"]
+
+_hasher = PasswordHasher.from_parameters(RFC_9106_LOW_MEMORY)
+# Each argon2 hash takes 64 MiB and a core for tens of milliseconds: bound how many run at once, so a login
+# storm neither blocks the event loop nor multiplies the memory without limit.
+_hash_pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="password-hash")
+
+
+class InvalidTokenError(Exception):
+    """The token is malformed, forged, expired or of the wrong type."""
+
+
+def _hash_sync(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def _verify_sync(password: str, hashed: str) -> tuple[bool, bool]:
+    """(matches, needs a new argon2 hash)."""
+    if hashed.startswith("$2"):
+        try:
+            return bcrypt.checkpw(password.encode()[:72], hashed.encode()), True
+        except ValueError:
+            return False, False
+    try:
+        _hasher.verify(hashed, password)
+    except (VerificationError, InvalidHashError):
+        return False, False
+    return True, _hasher.check_needs_rehash(hashed)
+
+
+async def hash_password(password: str) -> str:
+    return await asyncio.get_running_loop().run_in_executor(_hash_pool, _hash_sync, password)
+
+
+async def verify_password(password: str, hashed: str) -> tuple[bool, bool]:
+    """Whether `password` matches `hashed`, and whether the hash should be replaced by a fresh argon2id one."""
+    return await asyncio.get_running_loop().run_in_executor(_hash_pool, _verify_sync, password, hashed)
+
+
+# Verified against when the account does not exist, so unknown emails cost the same time as wrong passwords.
+DUMMY_HASH = _hash_sync("not-a-real-password-only-for-timing")
+
+
+def _encode(claims: dict[str, Any], secret: str, expires: timedelta) -> str:
+    now = datetime.now(UTC)
+    return jwt.encode({**claims, "iat": now, "exp": now + expires}, secret, algorithm=ALGORITHM)
+
+
+def _decode(token: str, secret: str, token_type: TokenType) -> dict[str, Any]:
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "iat", "sub", "typ"]}
+        )
+    except jwt.PyJWTError as exc:
+        raise InvalidTokenError(str(exc)) from None
+    if claims.get("typ") != token_type:
+        raise InvalidTokenError("wrong token type")
+    return claims
+
+
+def create_access_token(user_id: UUID, token_version: int, secret: str, expires: timedelta) -> str:
+    return _encode({"sub": str(user_id), "typ": "access", "ver": token_version}, secret, expires)
+
+
+def decode_access_token(token: str, secret: str) -> tuple[UUID, int]:
+    """The user id and token version of a valid access token."""
+    claims = _decode(token, secret, "access")
+    try:
+        return UUID(str(claims["sub"])), int(claims.get("ver", 0))
+    except (ValueError, TypeError):
+        raise InvalidTokenError("malformed claims") from None
+
+
+def password_fingerprint(hashed_password: str, secret: str) -> str:
+    """A short keyed digest of the current hash: a reset token carrying it dies when the password changes."""
+    return hmac.new(secret.encode(), hashed_password.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def create_reset_token(email: str, hashed_password: str, secret: str, expires: timedelta) -> str:
+    claims = {"sub": email, "typ": "reset", "pwd": password_fingerprint(hashed_password, secret)}
+    return _encode(claims, secret, expires)
+
+
+def decode_reset_token(token: str, secret: str) -> tuple[str, str]:
+    """The email and password fingerprint of a valid reset token."""
+    claims = _decode(token, secret, "reset")
+    return str(claims["sub"]), str(claims.get("pwd", ""))

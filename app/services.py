@@ -1,0 +1,156 @@
+"""Business rules: accounts, credentials, ownership. Controllers call these; these call the repositories."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from advanced_alchemy.filters import LimitOffset, OrderBy, StatementFilter
+from advanced_alchemy.repository import SQLAlchemyAsyncRepository
+from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
+from litestar.exceptions import HTTPException, NotFoundException, PermissionDeniedException
+from sqlalchemy import ColumnElement, delete, func
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app import security
+from db.models import Item, User
+
+NOT_ENOUGH_PRIVILEGES = "The user doesn't have enough privileges"
+
+
+class BadRequest(HTTPException):
+    status_code = 400
+
+
+class Conflict(HTTPException):
+    status_code = 409
+
+
+class UserRepository(SQLAlchemyAsyncRepository[User]):
+    model_type = User
+
+
+class ItemRepository(SQLAlchemyAsyncRepository[Item]):
+    model_type = Item
+
+
+def newest_first(limit: int, skip: int) -> tuple[StatementFilter, StatementFilter]:
+    return LimitOffset(limit=limit, offset=skip), OrderBy(field_name="created_at", sort_order="desc")
+
+
+async def page_and_count(
+    repository: SQLAlchemyAsyncRepository[Any], skip: int, limit: int, *where: ColumnElement[bool]
+) -> tuple[list[Any], int]:
+    """One round trip (window count) for a page with rows; an extra count only when the page is empty."""
+    rows, count = await repository.list_and_count(*newest_first(limit, skip), *where, count_with_window_function=True)
+    if not rows and (skip > 0 or limit == 0):
+        count = await repository.count(*where)
+    return list(rows), count
+
+
+class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
+    repository_type = UserRepository
+
+    async def get_by_email(self, email: str) -> User | None:
+        return await self.repository.get_one_or_none(func.lower(User.email) == email.lower())
+
+    async def authenticate(self, email: str, password: str) -> User | None:
+        """The user with these credentials, or None. Costs the same hash work whether or not the email exists."""
+        user = await self.get_by_email(email)
+        matches, needs_rehash = await security.verify_password(
+            password, user.hashed_password if user else security.DUMMY_HASH
+        )
+        if user is None or not matches:
+            return None
+        if needs_rehash:
+            user.hashed_password = await security.hash_password(password)
+            await self.repository.update(user)
+        return user
+
+    async def list_page(self, skip: int, limit: int) -> tuple[list[User], int]:
+        return await page_and_count(self.repository, skip, limit)
+
+    async def create_account(self, fields: dict[str, Any], duplicate_message: str) -> User:
+        email = str(fields["email"])
+        if await self.get_by_email(email) is not None:
+            raise BadRequest(duplicate_message)
+        password = fields.pop("password")
+        fields["hashed_password"] = await security.hash_password(password)
+        return await self.repository.add(User(**fields))
+
+    async def apply_changes(self, user: User, changes: dict[str, Any]) -> User:
+        """Apply a partial update. A new password or a deactivation revokes the user's tokens."""
+        if "email" in changes and changes["email"].lower() != user.email.lower():
+            existing = await self.get_by_email(changes["email"])
+            if existing is not None and existing.id != user.id:
+                raise Conflict("User with this email already exists")
+        if "password" in changes:
+            changes["hashed_password"] = await security.hash_password(changes.pop("password"))
+            user.token_version += 1
+        if changes.get("is_active") is False and user.is_active:
+            user.token_version += 1
+        for name, value in changes.items():
+            setattr(user, name, value)
+        return await self.repository.update(user)
+
+    async def set_password(self, user: User, new_password: str) -> None:
+        await self.apply_changes(user, {"password": new_password})
+
+    async def get_for_caller(self, user_id: UUID, caller: User) -> User:
+        if user_id == caller.id:
+            return caller
+        if not caller.is_superuser:
+            raise PermissionDeniedException(NOT_ENOUGH_PRIVILEGES)
+        user = await self.repository.get_one_or_none(User.id == user_id)
+        if user is None:
+            raise NotFoundException("User not found")
+        return user
+
+    async def get_or_404(self, user_id: UUID, message: str) -> User:
+        user = await self.repository.get_one_or_none(User.id == user_id)
+        if user is None:
+            raise NotFoundException(message)
+        return user
+
+    async def remove(self, user: User, caller: User) -> None:
+        if user.id == caller.id and user.is_superuser:
+            raise PermissionDeniedException("Super users are not allowed to delete themselves")
+        # Explicit, so SQLite (whose foreign keys are off by default) loses no less than PostgreSQL's cascade.
+        await self.repository.session.execute(delete(Item).where(Item.owner_id == user.id))
+        await self.repository.delete(user.id)
+
+
+class ItemService(SQLAlchemyAsyncRepositoryService[Item, ItemRepository]):
+    repository_type = ItemRepository
+
+    async def list_page(self, caller: User, skip: int, limit: int) -> tuple[list[Item], int]:
+        where = [] if caller.is_superuser else [Item.owner_id == caller.id]
+        return await page_and_count(self.repository, skip, limit, *where)
+
+    async def create_for(self, owner: User, fields: dict[str, Any]) -> Item:
+        return await self.repository.add(Item(**fields, owner_id=owner.id))
+
+    async def get_for_caller(self, item_id: UUID, caller: User) -> Item:
+        """Existence first (404), then ownership (403)."""
+        item = await self.repository.get_one_or_none(Item.id == item_id)
+        if item is None:
+            raise NotFoundException("Item not found")
+        if not caller.is_superuser and item.owner_id != caller.id:
+            raise PermissionDeniedException("Not enough permissions")
+        return item
+
+    async def apply_changes(self, item: Item, changes: dict[str, Any]) -> Item:
+        for name, value in changes.items():
+            setattr(item, name, value)
+        return await self.repository.update(item)
+
+    async def remove(self, item: Item) -> None:
+        await self.repository.delete(item.id)
+
+
+async def provide_user_service(db_session: AsyncSession) -> UserService:
+    return UserService(session=db_session)
+
+
+async def provide_item_service(db_session: AsyncSession) -> ItemService:
+    return ItemService(session=db_session)

@@ -1,0 +1,51 @@
+"""Alembic environment (async), driven by advanced-alchemy's AlembicCommands with the app's own engine."""
+
+import asyncio
+from typing import TYPE_CHECKING, cast
+
+from alembic import context
+from sqlalchemy import pool
+from sqlalchemy.ext.asyncio import AsyncEngine, async_engine_from_config
+
+import db.models  # noqa: F401  (registers the tables on the metadata)
+from advanced_alchemy.base import metadata_registry
+
+if TYPE_CHECKING:
+    from advanced_alchemy.alembic.commands import AlembicCommandConfig
+    from sqlalchemy.engine import Connection
+
+config = cast("AlembicCommandConfig", context.config)
+
+
+def configure(**kwargs: object) -> None:
+    context.configure(
+        target_metadata=metadata_registry.get(config.bind_key),
+        compare_type=config.compare_type,
+        version_table=config.version_table_name,
+        version_table_schema=config.version_table_schema,
+        user_module_prefix=config.user_module_prefix,
+        render_as_batch=config.render_as_batch,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def do_run_migrations(connection: "Connection") -> None:
+    configure(connection=connection)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+async def run_migrations_online() -> None:
+    engine = config.engine or async_engine_from_config(
+        {"sqlalchemy.url": config.db_url}, prefix="sqlalchemy.", poolclass=pool.NullPool
+    )
+    async with cast("AsyncEngine", engine).connect() as connection:
+        await connection.run_sync(do_run_migrations)
+
+
+if context.is_offline_mode():
+    configure(url=config.db_url, literal_binds=True, dialect_opts={"paramstyle": "named"})
+    with context.begin_transaction():
+        context.run_migrations()
+else:
+    asyncio.run(run_migrations_online())
