@@ -29,7 +29,7 @@ def engine_config(settings: Settings) -> EngineConfig:
     return EngineConfig(
         pool_size=settings.DB_POOL_SIZE,
         max_overflow=settings.DB_POOL_SIZE,
-        pool_timeout=settings.DB_CONNECT_TIMEOUT,
+        pool_timeout=max(1, round(settings.DB_CONNECT_TIMEOUT)),
         pool_pre_ping=False,
         connect_args={
             "timeout": settings.DB_CONNECT_TIMEOUT,

@@ -12,6 +12,7 @@ from typing import Any
 import sentry_sdk
 import structlog
 from litestar.datastructures import MutableScopeHeaders
+from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.config import Settings
@@ -43,7 +44,7 @@ def configure_logging(settings: Settings) -> None:
             foreign_pre_chain=shared,
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                structlog.processors.format_exc_info if settings.log_json else _keep,
+                structlog.processors.format_exc_info,
                 renderer,
             ],
         )
@@ -53,10 +54,6 @@ def configure_logging(settings: Settings) -> None:
     root.setLevel(settings.LOG_LEVEL.upper())
     # uvicorn's own access log would duplicate ours (and has no request id).
     logging.getLogger("uvicorn.access").disabled = True
-
-
-def _keep(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
-    return event
 
 
 def init_sentry(settings: Settings) -> None:
@@ -70,7 +67,7 @@ def request_logging(app: ASGIApp) -> ASGIApp:
     credentials. The request id comes from `X-Request-ID` (when sane) or is generated, and is echoed back."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != ScopeType.HTTP:
             await app(scope, receive, send)
             return
         incoming = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), "")
@@ -96,7 +93,7 @@ def request_logging(app: ASGIApp) -> ASGIApp:
             user = scope.get("user")
             access_log.info(
                 "request",
-                method=scope["method"],
+                method=scope.get("method"),
                 path=scope["path"],
                 status=status,
                 duration_ms=round((time.perf_counter() - started) * 1000, 2),

@@ -80,3 +80,14 @@ def openapi_fixups(app: Litestar) -> None:
                 operation.responses = dict(sorted(responses.items()))
                 if not handler.opt.get(EXCLUDE_FROM_AUTH):
                     operation.security = [{SECURITY_SCHEME: []}]
+
+
+if __name__ == "__main__":
+    import sys
+    from pathlib import Path
+
+    from app.main import create_app
+
+    target = Path(sys.argv[1] if len(sys.argv) > 1 else "openapi.json")
+    target.write_bytes(create_app().state.openapi_document)
+    print(f"wrote {target}")

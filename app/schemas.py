@@ -108,18 +108,19 @@ class ItemUpdate(Struct):
     description: Description | UnsetType | None = UNSET
 
 
-# The OAuth2 password form. Its component name is the template's, which is not a valid Python identifier.
-LoginForm = msgspec.defstruct(
-    "Body_login-login_access_token",
-    [
-        ("username", str),
-        ("password", str),
-        ("grant_type", Annotated[str, Meta(pattern="^password$")] | None, None),
-        ("scope", str, ""),
-        ("client_id", str | None, None),
-        ("client_secret", str | None, None),
-    ],
-)
+class LoginForm(Struct):
+    """The OAuth2 password form."""
+
+    username: str
+    password: str
+    grant_type: Annotated[str, Meta(pattern="^password$")] | None = None
+    scope: str = ""
+    client_id: str | None = None
+    client_secret: str | None = None
+
+
+# The template's component name (not a valid identifier), which generated SDKs use as the model name.
+LoginForm.__name__ = LoginForm.__qualname__ = "Body_login-login_access_token"
 
 
 class ValidationError(Struct):

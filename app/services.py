@@ -8,6 +8,7 @@ from uuid import UUID
 from advanced_alchemy.filters import LimitOffset, OrderBy, StatementFilter
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
+from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException, NotFoundException, PermissionDeniedException
 from sqlalchemy import ColumnElement, delete, func
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -148,9 +149,9 @@ class ItemService(SQLAlchemyAsyncRepositoryService[Item, ItemRepository]):
         await self.repository.delete(item.id)
 
 
-async def provide_user_service(db_session: AsyncSession) -> UserService:
+async def provide_user_service(db_session: NamedDependency[AsyncSession]) -> UserService:
     return UserService(session=db_session)
 
 
-async def provide_item_service(db_session: AsyncSession) -> ItemService:
+async def provide_item_service(db_session: NamedDependency[AsyncSession]) -> ItemService:
     return ItemService(session=db_session)

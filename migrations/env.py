@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING, cast
 
 from alembic import context
 from sqlalchemy import pool
-from sqlalchemy.ext.asyncio import AsyncEngine, async_engine_from_config
+from sqlalchemy.ext.asyncio import async_engine_from_config
 
 import db.models  # noqa: F401  (registers the tables on the metadata)
 from advanced_alchemy.base import metadata_registry
@@ -36,11 +36,14 @@ def do_run_migrations(connection: "Connection") -> None:
 
 
 async def run_migrations_online() -> None:
-    engine = config.engine or async_engine_from_config(
-        {"sqlalchemy.url": config.db_url}, prefix="sqlalchemy.", poolclass=pool.NullPool
-    )
-    async with cast("AsyncEngine", engine).connect() as connection:
-        await connection.run_sync(do_run_migrations)
+    # An engine of its own, without a pool: the app's engine may belong to another event loop.
+    engine = async_engine_from_config({"sqlalchemy.url": config.db_url}, prefix="sqlalchemy.", poolclass=pool.NullPool)
+    try:
+        async with engine.connect() as connection:
+            await connection.run_sync(do_run_migrations)
+            await connection.commit()
+    finally:
+        await engine.dispose()
 
 
 if context.is_offline_mode():

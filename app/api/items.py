@@ -4,8 +4,8 @@ from typing import Annotated
 from uuid import UUID
 
 from litestar import Controller, delete, get, post, put
-from litestar.di import Provide
-from litestar.params import Parameter
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, JSONBody, Parameter
 
 from app.schemas import ItemCreate, ItemPublic, ItemsPublic, ItemUpdate, Message, changes, item_public
 from app.services import ItemService, provide_item_service
@@ -22,30 +22,46 @@ class ItemsController(Controller):
 
     @get("/")
     async def read_items(
-        self, items: ItemService, current_user: User, skip: Skip = 0, limit: Limit = 100
+        self,
+        items: NamedDependency[ItemService],
+        current_user: NamedDependency[User],
+        skip: Skip = 0,
+        limit: Limit = 100,
     ) -> ItemsPublic:
         """Items visible to the caller (all of them for a superuser), newest first."""
         rows, count = await items.list_page(current_user, skip, limit)
         return ItemsPublic(data=[item_public(row) for row in rows], count=count)
 
     @post("/", status_code=200)
-    async def create_item(self, items: ItemService, current_user: User, data: ItemCreate) -> ItemPublic:
+    async def create_item(
+        self, items: NamedDependency[ItemService], current_user: NamedDependency[User], data: JSONBody[ItemCreate]
+    ) -> ItemPublic:
         """Create an item owned by the caller."""
         return item_public(await items.create_for(current_user, changes(data)))
 
     @get("/{id:str}")
-    async def read_item(self, items: ItemService, current_user: User, id: UUID) -> ItemPublic:
+    async def read_item(
+        self, items: NamedDependency[ItemService], current_user: NamedDependency[User], id: FromPath[UUID]
+    ) -> ItemPublic:
         """One item, if the caller owns it or is a superuser."""
         return item_public(await items.get_for_caller(id, current_user))
 
     @put("/{id:str}")
-    async def update_item(self, items: ItemService, current_user: User, id: UUID, data: ItemUpdate) -> ItemPublic:
+    async def update_item(
+        self,
+        items: NamedDependency[ItemService],
+        current_user: NamedDependency[User],
+        id: FromPath[UUID],
+        data: JSONBody[ItemUpdate],
+    ) -> ItemPublic:
         """Partial update of title and description."""
         item = await items.get_for_caller(id, current_user)
         return item_public(await items.apply_changes(item, changes(data)))
 
     @delete("/{id:str}", status_code=200)
-    async def delete_item(self, items: ItemService, current_user: User, id: UUID) -> Message:
+    async def delete_item(
+        self, items: NamedDependency[ItemService], current_user: NamedDependency[User], id: FromPath[UUID]
+    ) -> Message:
         """Delete an item."""
         await items.remove(await items.get_for_caller(id, current_user))
         return Message(message="Item deleted successfully")

@@ -5,10 +5,10 @@ from typing import Annotated, Any
 
 from litestar import Controller, MediaType, Request, Response, post
 from litestar.background_tasks import BackgroundTask
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import NotFoundException
-from litestar.params import Body
+from litestar.params import Body, FromPath, JSONBody
 
 from app import emails, security
 from app.auth import EXCLUDE_FROM_AUTH, requires_superuser
@@ -26,7 +26,7 @@ def client_address(request: Request[Any, Any, Any]) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def reset_token_for(settings: Settings, user: User) -> str:
+def reset_token_for(settings: NamedDependency[Settings], user: User) -> str:
     expires = timedelta(hours=settings.EMAIL_RESET_TOKEN_EXPIRE_HOURS)
     return security.create_reset_token(user.email, user.hashed_password, settings.SECRET_KEY, expires)
 
@@ -39,10 +39,10 @@ class LoginController(Controller):
     async def login_access_token(
         self,
         request: Request[Any, Any, Any],
-        users: UserService,
-        settings: Settings,
-        rate_limiter: RateLimiter,
-        data: Annotated[LoginForm, Body(media_type=RequestEncodingType.URL_ENCODED)],  # type: ignore[valid-type]
+        users: NamedDependency[UserService],
+        settings: NamedDependency[Settings],
+        rate_limiter: NamedDependency[RateLimiter],
+        data: Annotated[LoginForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
     ) -> Token:
         """OAuth2 password login: an access token for future requests."""
         account_key = f"login-fail:account:{data.username.lower()}"
@@ -62,7 +62,7 @@ class LoginController(Controller):
         )
 
     @post("/login/test-token", status_code=200)
-    async def test_token(self, current_user: User) -> UserPublic:
+    async def test_token(self, current_user: NamedDependency[User]) -> UserPublic:
         """Test access token."""
         return user_public(current_user)
 
@@ -70,10 +70,10 @@ class LoginController(Controller):
     async def recover_password(
         self,
         request: Request[Any, Any, Any],
-        users: UserService,
-        settings: Settings,
-        rate_limiter: RateLimiter,
-        email: str,
+        users: NamedDependency[UserService],
+        settings: NamedDependency[Settings],
+        rate_limiter: NamedDependency[RateLimiter],
+        email: FromPath[str],
     ) -> Response[Message]:
         """Password recovery. The answer is the same whether or not the address is registered."""
         await rate_limiter.take(f"recovery:email:{email.lower()}", settings.RECOVERY_PER_EMAIL_PER_HOUR, HOUR)
@@ -88,7 +88,9 @@ class LoginController(Controller):
         return Response(Message(message=RECOVERY_SENT), background=background)
 
     @post("/reset-password", status_code=200, opt={EXCLUDE_FROM_AUTH: True})
-    async def reset_password(self, users: UserService, settings: Settings, data: NewPassword) -> Message:
+    async def reset_password(
+        self, users: NamedDependency[UserService], settings: NamedDependency[Settings], data: JSONBody[NewPassword]
+    ) -> Message:
         """Set a new password with a token from a recovery email. Each token works once."""
         try:
             email, fingerprint = security.decode_reset_token(data.token, settings.SECRET_KEY)
@@ -108,7 +110,9 @@ class LoginController(Controller):
         guards=[requires_superuser],
         media_type=MediaType.HTML,
     )
-    async def recover_password_html_content(self, users: UserService, settings: Settings, email: str) -> Response[str]:
+    async def recover_password_html_content(
+        self, users: NamedDependency[UserService], settings: NamedDependency[Settings], email: FromPath[str]
+    ) -> Response[str]:
         """The HTML of the password recovery email (its subject in the `X-Email-Subject` header)."""
         user = await users.get_by_email(email)
         if user is None:

@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 from litestar import Controller, post
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
+from litestar.params import JSONBody
 
 from app.auth import EXCLUDE_FROM_AUTH
 from app.schemas import PrivateUserCreate, UserPublic, changes, user_public
@@ -16,7 +17,7 @@ class PrivateController(Controller):
     dependencies = {"users": Provide(provide_user_service)}
 
     @post("/users", status_code=200, opt={EXCLUDE_FROM_AUTH: True})
-    async def create_user(self, users: UserService, data: PrivateUserCreate) -> UserPublic:
+    async def create_user(self, users: NamedDependency[UserService], data: JSONBody[PrivateUserCreate]) -> UserPublic:
         """Create a user without any checks (development only)."""
         fields = changes(data)
         fields.pop("is_verified", None)

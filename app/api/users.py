@@ -5,8 +5,8 @@ from uuid import UUID
 
 from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.background_tasks import BackgroundTask
-from litestar.di import Provide
-from litestar.params import Parameter
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, JSONBody, Parameter
 
 from app import emails, security
 from app.api.login import HOUR, client_address
@@ -39,13 +39,15 @@ class UsersController(Controller):
     dependencies = {"users": Provide(provide_user_service)}
 
     @get("/", guards=[requires_superuser])
-    async def read_users(self, users: UserService, skip: Skip = 0, limit: Limit = 100) -> UsersPublic:
+    async def read_users(self, users: NamedDependency[UserService], skip: Skip = 0, limit: Limit = 100) -> UsersPublic:
         """All users, newest first."""
         rows, count = await users.list_page(skip, limit)
         return UsersPublic(data=[user_public(row) for row in rows], count=count)
 
     @post("/", status_code=200, guards=[requires_superuser])
-    async def create_user(self, users: UserService, settings: Settings, data: UserCreate) -> Response[UserPublic]:
+    async def create_user(
+        self, users: NamedDependency[UserService], settings: NamedDependency[Settings], data: JSONBody[UserCreate]
+    ) -> Response[UserPublic]:
         """Create a user; they get a welcome email (never with their password) when mail is configured."""
         user = await users.create_account(changes(data), "The user with this email already exists in the system.")
         background = None
@@ -55,23 +57,27 @@ class UsersController(Controller):
         return Response(user_public(user), background=background)
 
     @get("/me")
-    async def read_user_me(self, current_user: User) -> UserPublic:
+    async def read_user_me(self, current_user: NamedDependency[User]) -> UserPublic:
         """The caller."""
         return user_public(current_user)
 
     @patch("/me")
-    async def update_user_me(self, users: UserService, current_user: User, data: UserUpdateMe) -> UserPublic:
+    async def update_user_me(
+        self, users: NamedDependency[UserService], current_user: NamedDependency[User], data: JSONBody[UserUpdateMe]
+    ) -> UserPublic:
         """Change the caller's name or email."""
         return user_public(await users.apply_changes(current_user, changes(data)))
 
     @delete("/me", status_code=200)
-    async def delete_user_me(self, users: UserService, current_user: User) -> Message:
+    async def delete_user_me(self, users: NamedDependency[UserService], current_user: NamedDependency[User]) -> Message:
         """Delete the caller and their items."""
         await users.remove(current_user, current_user)
         return Message(message=USER_DELETED)
 
     @patch("/me/password")
-    async def update_password_me(self, users: UserService, current_user: User, data: UpdatePassword) -> Message:
+    async def update_password_me(
+        self, users: NamedDependency[UserService], current_user: NamedDependency[User], data: JSONBody[UpdatePassword]
+    ) -> Message:
         """Change the caller's password. Tokens issued before stop working."""
         matches, _ = await security.verify_password(data.current_password, current_user.hashed_password)
         if not matches:
@@ -85,10 +91,10 @@ class UsersController(Controller):
     async def register_user(
         self,
         request: Request[Any, Any, Any],
-        users: UserService,
-        settings: Settings,
-        rate_limiter: RateLimiter,
-        data: UserRegister,
+        users: NamedDependency[UserService],
+        settings: NamedDependency[Settings],
+        rate_limiter: NamedDependency[RateLimiter],
+        data: JSONBody[UserRegister],
     ) -> UserPublic:
         """Create an account without logging in."""
         await rate_limiter.take(f"signup:client:{client_address(request)}", settings.SIGNUP_PER_CLIENT_PER_HOUR, HOUR)
@@ -96,18 +102,24 @@ class UsersController(Controller):
         return user_public(user)
 
     @get("/{user_id:str}")
-    async def read_user_by_id(self, users: UserService, current_user: User, user_id: UUID) -> UserPublic:
+    async def read_user_by_id(
+        self, users: NamedDependency[UserService], current_user: NamedDependency[User], user_id: FromPath[UUID]
+    ) -> UserPublic:
         """A user: the caller themselves, or anyone for a superuser."""
         return user_public(await users.get_for_caller(user_id, current_user))
 
     @patch("/{user_id:str}", guards=[requires_superuser])
-    async def update_user(self, users: UserService, user_id: UUID, data: UserUpdate) -> UserPublic:
+    async def update_user(
+        self, users: NamedDependency[UserService], user_id: FromPath[UUID], data: JSONBody[UserUpdate]
+    ) -> UserPublic:
         """Update a user; a new password is hashed and revokes their tokens."""
         user = await users.get_or_404(user_id, "The user with this id does not exist in the system")
         return user_public(await users.apply_changes(user, changes(data)))
 
     @delete("/{user_id:str}", status_code=200, guards=[requires_superuser])
-    async def delete_user(self, users: UserService, current_user: User, user_id: UUID) -> Message:
+    async def delete_user(
+        self, users: NamedDependency[UserService], current_user: NamedDependency[User], user_id: FromPath[UUID]
+    ) -> Message:
         """Delete a user and their items."""
         user = await users.get_or_404(user_id, "User not found")
         await users.remove(user, current_user)

@@ -4,6 +4,7 @@ from typing import Annotated
 
 from litestar import Controller, Response, get, post
 from litestar.background_tasks import BackgroundTask
+from litestar.di import NamedDependency
 from litestar.params import Parameter
 
 from app import emails
@@ -18,7 +19,9 @@ class UtilsController(Controller):
 
     @post("/test-email", status_code=201, guards=[requires_superuser])
     async def test_email(
-        self, settings: Settings, email_to: Annotated[str, Parameter(pattern=EMAIL_PATTERN, max_length=255)]
+        self,
+        settings: NamedDependency[Settings],
+        email_to: Annotated[str, Parameter(pattern=EMAIL_PATTERN, max_length=255)],
     ) -> Response[Message]:
         """Send a test email."""
         mail = emails.test_email(settings, email_to)

@@ -1,0 +1,55 @@
+# Recipes for developing, testing and running the service. `just --list` shows them.
+set dotenv-load := false
+
+app := "app.main:create_app"
+
+# Start on the embedded SQLite database (data/app.db; or DATABASE_URL) with migrations, first superuser, auto-reload.
+dev:
+    uv sync --quiet
+    uv run litestar --app {{app}} prestart
+    @echo "API docs: http://127.0.0.1:8000/docs  (superuser: ${FIRST_SUPERUSER:-admin@example.com})"
+    uv run uvicorn {{app}} --factory --reload --reload-dir app --reload-dir db --host 127.0.0.1 --port 8000
+
+# Production style: wait for the database, migrate, first superuser, then WORKERS uvicorn workers on HOST:PORT.
+serve:
+    uv run --no-dev litestar --app {{app}} prestart
+    uv run --no-dev uvicorn {{app}} --factory --host "${HOST:-0.0.0.0}" --port "${PORT:-8000}" --workers "${WORKERS:-2}" --loop uvloop --http httptools --no-access-log --timeout-graceful-shutdown 20
+
+# Apply migrations up to the newest revision.
+migrate:
+    uv run litestar --app {{app}} database upgrade --no-prompt
+
+# Autogenerate a migration from the models: just makemigration "add a column"
+makemigration message:
+    uv run litestar --app {{app}} database make-migrations --autogenerate --no-prompt -m "{{message}}"
+
+# The whole test suite, on PostgreSQL (TEST_DATABASE_URL) and SQLite, with coverage.
+test *args:
+    uv run pytest {{args}}
+
+# ruff, ruff format, mypy (strict on app/ and db/) and hadolint on the Containerfile.
+lint:
+    uv run ruff check .
+    uv run ruff format --check .
+    uv run mypy
+    uv run hadolint Containerfile
+
+# Format the code.
+fmt:
+    uv run ruff check --fix .
+    uv run ruff format .
+
+# Install the git pre-commit hooks.
+hooks:
+    uv run pre-commit install
+
+# Write the OpenAPI document to a file (default: openapi.json).
+openapi file="openapi.json":
+    uv run python -m app.openapi {{file}}
+
+# Build the container image with podman or docker.
+image tag="accounts-api:latest":
+    #!/usr/bin/env sh
+    set -eu
+    if command -v podman >/dev/null 2>&1; then tool=podman; else tool=docker; fi
+    "$tool" build -f Containerfile -t "{{tag}}" .

@@ -1,0 +1,286 @@
+"""Real parts only: the app served by uvicorn on a loopback port, a fresh PostgreSQL database (and a SQLite
+file) migrated by the real migrations, and a real SMTP server receiving the mail."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from aiosmtpd.controller import Controller
+from litestar import Litestar
+from sqlalchemy import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
+
+from app.cli import create_first_superuser, migrate
+from app.config import Settings, load_settings
+from app.database import sqlalchemy_config
+from app.main import create_app
+
+TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
+SUPERUSER_EMAIL = "admin@example.com"
+SUPERUSER_PASSWORD = "superuser-password"
+SECRET_KEY = "test-secret-key-that-is-long-enough-for-hs256"
+ENGINES = ["postgresql", "sqlite"]
+
+
+# ---------------------------------------------------------------- databases
+
+
+def run(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run a coroutine from a (synchronous) test."""
+    return asyncio.run(coro)
+
+
+async def _admin_execute(sql: str) -> None:
+    engine = create_async_engine(TEST_DATABASE_URL, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as connection:
+            await connection.exec_driver_sql(sql)
+    finally:
+        await engine.dispose()
+
+
+def create_postgres_database() -> str:
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    run(_admin_execute(f'CREATE DATABASE "{name}"'))
+    return make_url(TEST_DATABASE_URL).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_postgres_database(url: str) -> None:
+    run(_admin_execute(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
+
+
+@dataclass
+class Database:
+    url: str
+
+    def execute(self, fn: Callable[[AsyncEngine], Coroutine[Any, Any, Any]]) -> Any:
+        """Run `fn(engine)` against this database with a short-lived engine of the test's own."""
+
+        async def go() -> Any:
+            engine = create_async_engine(self.url, poolclass=NullPool)
+            try:
+                return await fn(engine)
+            finally:
+                await engine.dispose()
+
+        return run(go())
+
+    def scalar(self, sql: str, **params: Any) -> Any:
+        from sqlalchemy import text
+
+        async def go(engine: AsyncEngine) -> Any:
+            async with engine.begin() as connection:
+                return (await connection.execute(text(sql), params)).scalar()
+
+        return self.execute(go)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    url = create_postgres_database()
+    yield url
+    drop_postgres_database(url)
+
+
+@pytest.fixture(scope="session", params=ENGINES)
+def database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
+    if request.param == "postgresql":
+        url = request.getfixturevalue("postgres_url")
+    else:
+        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('sqlite') / 'test.db'}"
+    settings = make_settings(url)
+    config = sqlalchemy_config(settings)
+    migrate(config)
+    run(create_first_superuser(config, settings))
+    yield Database(url)
+
+
+# ---------------------------------------------------------------- mail
+
+
+@dataclass
+class Mailbox:
+    messages: list[EmailMessage] = field(default_factory=list)
+    port: int = 0
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 (aiosmtpd's name)
+        message = message_from_bytes(envelope.content, policy=policy.default)
+        assert isinstance(message, EmailMessage)
+        self.messages.append(message)
+        return "250 Message accepted for delivery"
+
+    def wait_for(self, count: int = 1, timeout: float = 5.0) -> list[EmailMessage]:
+        deadline = time.monotonic() + timeout
+        while len(self.messages) < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return list(self.messages)
+
+    def to(self, address: str) -> list[EmailMessage]:
+        return [message for message in self.messages if message["To"] == address]
+
+
+@pytest.fixture(scope="session")
+def smtp_server() -> Iterator[Mailbox]:
+    mailbox = Mailbox(port=free_port())
+    controller = Controller(mailbox, hostname="127.0.0.1", port=mailbox.port)
+    controller.start()
+    yield mailbox
+    controller.stop()
+
+
+@pytest.fixture
+def mailbox(smtp_server: Mailbox) -> Mailbox:
+    smtp_server.messages.clear()
+    return smtp_server
+
+
+# ---------------------------------------------------------------- the served app
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def make_settings(database_url: str, **overrides: str) -> Settings:
+    environ = {
+        "DATABASE_URL": database_url,
+        "SECRET_KEY": SECRET_KEY,
+        "ENVIRONMENT": "local",
+        "PROJECT_NAME": "Test Project",
+        "FRONTEND_HOST": "http://localhost:5173",
+        "BACKEND_CORS_ORIGINS": "http://localhost,https://app.example.com",
+        "FIRST_SUPERUSER": SUPERUSER_EMAIL,
+        "FIRST_SUPERUSER_PASSWORD": SUPERUSER_PASSWORD,
+        "DB_POOL_SIZE": "5",
+        "RATE_LIMIT_ENABLED": "false",
+        "LOG_LEVEL": "WARNING",
+        **overrides,
+    }
+    return load_settings(environ=environ, env_file=None)
+
+
+class LiveServer:
+    """uvicorn serving an app on a loopback port, in a thread with its own event loop."""
+
+    def __init__(self, app: Litestar, **config: Any) -> None:
+        self.app = app
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = int(self.sock.getsockname()[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="on", **config))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("test server did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=20)
+        self.sock.close()
+
+
+@dataclass
+class Served:
+    url: str
+    settings: Settings
+    database: Database
+    app: Litestar
+
+    @property
+    def api(self) -> str:
+        return self.url + self.settings.API_V1_STR
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.api, timeout=30)
+
+
+@pytest.fixture(scope="session")
+def served(database: Database, smtp_server: Mailbox) -> Iterator[Served]:
+    settings = make_settings(
+        database.url,
+        SMTP_HOST="127.0.0.1",
+        SMTP_PORT=str(smtp_server.port),
+        SMTP_TLS="false",
+        EMAILS_FROM_EMAIL="noreply@example.com",
+    )
+    app = create_app(settings)
+    with LiveServer(app) as server:
+        yield Served(url=server.url, settings=settings, database=database, app=app)
+
+
+@pytest.fixture
+def client(served: Served) -> Iterator[httpx.Client]:
+    with served.client() as http:
+        yield http
+
+
+# ---------------------------------------------------------------- users and tokens
+
+
+def random_email() -> str:
+    return f"user-{uuid.uuid4().hex[:10]}@example.com"
+
+
+def login(http: httpx.Client, email: str, password: str) -> dict[str, str]:
+    response = http.post("/login/access-token", data={"username": email, "password": password})
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+
+@pytest.fixture(scope="session")
+def superuser_headers(served: Served) -> dict[str, str]:
+    with served.client() as http:
+        return login(http, SUPERUSER_EMAIL, SUPERUSER_PASSWORD)
+
+
+@dataclass
+class Account:
+    id: str
+    email: str
+    password: str
+    headers: dict[str, str]
+
+
+def create_account(http: httpx.Client, superuser_headers: dict[str, str], **fields: Any) -> Account:
+    email = fields.pop("email", random_email())
+    password = fields.pop("password", "a-good-password")
+    response = http.post("/users/", json={"email": email, "password": password, **fields}, headers=superuser_headers)
+    assert response.status_code == 200, response.text
+    return Account(id=response.json()["id"], email=email, password=password, headers=login(http, email, password))
+
+
+@pytest.fixture
+def new_account(client: httpx.Client, superuser_headers: dict[str, str]) -> Callable[..., Account]:
+    return lambda **fields: create_account(client, superuser_headers, **fields)
+
+
+@pytest.fixture
+def user(new_account: Callable[..., Account]) -> Account:
+    return new_account()
+
+
+ROOT = Path(__file__).resolve().parent.parent
