@@ -98,7 +98,7 @@ def postgres_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session", params=ENGINES)
-def database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
+def database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Database:
     if request.param == "postgresql":
         url = request.getfixturevalue("postgres_url")
     else:
@@ -107,7 +107,7 @@ def database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     config = sqlalchemy_config(settings)
     migrate(config)
     run(create_first_superuser(config, settings))
-    yield Database(url)
+    return Database(url)
 
 
 # ---------------------------------------------------------------- mail
@@ -118,7 +118,7 @@ class Mailbox:
     messages: list[EmailMessage] = field(default_factory=list)
     port: int = 0
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 (aiosmtpd's name)
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         message = message_from_bytes(envelope.content, policy=policy.default)
         assert isinstance(message, EmailMessage)
         self.messages.append(message)
