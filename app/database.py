@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from advanced_alchemy.extensions.litestar import (
     AlembicAsyncConfig,
@@ -10,6 +11,7 @@ from advanced_alchemy.extensions.litestar import (
     EngineConfig,
     SQLAlchemyAsyncConfig,
 )
+from advanced_alchemy.types import GUID
 from sqlalchemy.engine import make_url
 
 from app.config import Settings
@@ -61,3 +63,13 @@ def sqlalchemy_config(settings: Settings) -> SQLAlchemyAsyncConfig:
             render_as_batch=is_sqlite(url),
         ),
     )
+
+
+def compare_type(
+    context: Any, inspected_column: Any, metadata_column: Any, inspected_type: Any, metadata_type: Any
+) -> bool | None:
+    """Alembic type comparison. SQLite reflects advanced-alchemy's GUID (stored as BINARY(16)) as NUMERIC, which
+    is no real difference; everything else uses alembic's default comparison."""
+    if context.dialect.name == "sqlite" and isinstance(metadata_type, GUID):
+        return False
+    return None

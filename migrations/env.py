@@ -9,6 +9,7 @@ from sqlalchemy import pool
 from sqlalchemy.ext.asyncio import async_engine_from_config
 
 import db.models  # noqa: F401  (registers the tables on the metadata)
+from app.database import compare_type
 
 if TYPE_CHECKING:
     from advanced_alchemy.alembic.commands import AlembicCommandConfig
@@ -20,7 +21,7 @@ config = cast("AlembicCommandConfig", context.config)
 def configure(**kwargs: object) -> None:
     context.configure(
         target_metadata=metadata_registry.get(config.bind_key),
-        compare_type=config.compare_type,
+        compare_type=compare_type if config.compare_type else False,
         version_table=config.version_table_name,
         version_table_schema=config.version_table_schema,
         user_module_prefix=config.user_module_prefix,
