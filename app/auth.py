@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import structlog
+
 from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig
 from litestar.connection import ASGIConnection
 from litestar.exceptions import (
@@ -48,10 +50,12 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
         user = await session.get(User, user_id)
         if user is None:
             raise NotFoundException("User not found")
-        if user.token_version != token_version:
-            raise PermissionDeniedException(INVALID_CREDENTIALS)
         if not user.is_active:
             raise HTTPException(status_code=400, detail="Inactive user")
+        if user.token_version != token_version:
+            # Revoked: issued before a password change or a deactivation.
+            raise PermissionDeniedException(INVALID_CREDENTIALS)
+        structlog.contextvars.bind_contextvars(user_id=str(user.id))
         return AuthenticationResult(user=user, auth=token)
 
 

@@ -63,8 +63,8 @@ def init_sentry(settings: Settings) -> None:
 
 
 def request_logging(app: ASGIApp) -> ASGIApp:
-    """One line per HTTP request: method, path, status, duration_ms, request_id, user_id. Never bodies or
-    credentials. The request id comes from `X-Request-ID` (when sane) or is generated, and is echoed back."""
+    """One line per HTTP request: method, path, status, duration_ms, request_id, user_id (bound by the auth
+    middleware). Never bodies or credentials. The request id comes from `X-Request-ID` (when sane) or is generated, and is echoed back."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
@@ -82,7 +82,7 @@ def request_logging(app: ASGIApp) -> ASGIApp:
                 MutableScopeHeaders.from_message(message)[REQUEST_ID_HEADER] = request_id
             await send(message)
 
-        structlog.contextvars.bind_contextvars(request_id=request_id)
+        structlog.contextvars.bind_contextvars(request_id=request_id, user_id=None)
         try:
             await app(scope, receive, send_with_request_id)
         except Exception as exc:
@@ -90,15 +90,13 @@ def request_logging(app: ASGIApp) -> ASGIApp:
             status = getattr(exc, "status_code", 500)
             raise
         finally:
-            user = scope.get("user")
             access_log.info(
                 "request",
                 method=scope.get("method"),
                 path=scope["path"],
                 status=status,
                 duration_ms=round((time.perf_counter() - started) * 1000, 2),
-                user_id=str(user.id) if user is not None and hasattr(user, "id") else None,
             )
-            structlog.contextvars.unbind_contextvars("request_id")
+            structlog.contextvars.unbind_contextvars("request_id", "user_id")
 
     return middleware

@@ -43,7 +43,9 @@ async def page_and_count(
     repository: SQLAlchemyAsyncRepository[Any], skip: int, limit: int, *where: ColumnElement[bool]
 ) -> tuple[list[Any], int]:
     """One round trip (window count) for a page with rows; an extra count only when the page is empty."""
-    rows, count = await repository.list_and_count(*newest_first(limit, skip), *where, count_with_window_function=True)
+    rows, count = await repository.get_many_and_count(
+        *newest_first(limit, skip), *where, count_with_window_function=True
+    )
     if not rows and (skip > 0 or limit == 0):
         count = await repository.count(*where)
     return list(rows), count

@@ -1,0 +1,156 @@
+"""POST /login/access-token and /login/test-token, and the contract's authentication answers."""
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import jwt
+import pytest
+
+from app import security
+from tests.conftest import SECRET_KEY, SUPERUSER_EMAIL, SUPERUSER_PASSWORD, Account, Served, random_email
+
+
+def token_for(response: httpx.Response) -> str:
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["token_type"] == "bearer"
+    return str(body["access_token"])
+
+
+def test_login_returns_a_bearer_access_token(client: httpx.Client, served: Served) -> None:
+    response = client.post("/login/access-token", data={"username": SUPERUSER_EMAIL, "password": SUPERUSER_PASSWORD})
+    claims = jwt.decode(token_for(response), SECRET_KEY, algorithms=["HS256"])
+    assert set(claims) >= {"sub", "exp", "iat", "typ"}
+    assert claims["typ"] == "access"
+    lifetime = claims["exp"] - claims["iat"]
+    assert lifetime == served.settings.ACCESS_TOKEN_EXPIRE_MINUTES * 60
+
+
+def test_login_accepts_the_full_oauth2_form(client: httpx.Client) -> None:
+    form = {
+        "grant_type": "password",
+        "username": SUPERUSER_EMAIL,
+        "password": SUPERUSER_PASSWORD,
+        "scope": "",
+        "client_id": "x",
+        "client_secret": "y",
+    }
+    token_for(client.post("/login/access-token", data=form))
+
+
+def test_login_email_is_case_insensitive(client: httpx.Client, user: Account) -> None:
+    token_for(client.post("/login/access-token", data={"username": user.email.upper(), "password": user.password}))
+
+
+@pytest.mark.parametrize("who", ["wrong password", "unknown email"])
+def test_bad_credentials_are_one_400(client: httpx.Client, user: Account, who: str) -> None:
+    form = (
+        {"username": user.email, "password": "not-the-password"}
+        if who == "wrong password"
+        else {"username": random_email(), "password": user.password}
+    )
+    response = client.post("/login/access-token", data=form)
+    assert response.status_code == 400
+    assert response.json() == {"detail": "Incorrect email or password"}
+
+
+def test_inactive_user_cannot_log_in(client: httpx.Client, new_account: Callable[..., Account]) -> None:
+    account = new_account()
+    # deactivate via the superuser route
+    response = client.post("/login/access-token", data={"username": account.email, "password": account.password})
+    token_for(response)
+    admin = token_for(
+        client.post("/login/access-token", data={"username": SUPERUSER_EMAIL, "password": SUPERUSER_PASSWORD})
+    )
+    patched = client.patch(
+        f"/users/{account.id}", json={"is_active": False}, headers={"Authorization": f"Bearer {admin}"}
+    )
+    assert patched.status_code == 200
+    right = client.post("/login/access-token", data={"username": account.email, "password": account.password})
+    assert right.status_code == 400
+    assert right.json() == {"detail": "Inactive user"}
+    wrong = client.post("/login/access-token", data={"username": account.email, "password": "wrong-password"})
+    assert wrong.json() == {"detail": "Incorrect email or password"}
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        {"username": SUPERUSER_EMAIL},
+        {"password": SUPERUSER_PASSWORD},
+        {"username": SUPERUSER_EMAIL, "password": SUPERUSER_PASSWORD, "grant_type": "client_credentials"},
+    ],
+)
+def test_login_form_errors_are_422(client: httpx.Client, form: dict[str, str]) -> None:
+    response = client.post("/login/access-token", data=form)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"][0] == "body"
+
+
+def test_login_with_a_json_body_is_422(client: httpx.Client) -> None:
+    response = client.post("/login/access-token", json={"username": SUPERUSER_EMAIL, "password": SUPERUSER_PASSWORD})
+    assert response.status_code == 422
+
+
+def test_test_token_returns_the_caller(client: httpx.Client, user: Account) -> None:
+    response = client.post("/login/test-token", headers=user.headers)
+    assert response.status_code == 200
+    assert response.json()["email"] == user.email
+    assert "hashed_password" not in response.json()
+
+
+# ------------------------------------------------------------ authentication answers
+
+
+def test_no_token_is_401_with_www_authenticate(client: httpx.Client) -> None:
+    response = client.get("/users/me")
+    assert response.status_code == 401
+    assert response.json() == {"detail": "Not authenticated"}
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+def test_non_bearer_scheme_is_401(client: httpx.Client) -> None:
+    response = client.get("/users/me", headers={"Authorization": "Basic dXNlcjpwYXNz"})
+    assert response.status_code == 401
+
+
+def test_bearer_scheme_is_case_insensitive(client: httpx.Client, user: Account) -> None:
+    token = user.headers["Authorization"].split()[1]
+    assert client.get("/users/me", headers={"Authorization": f"bearer {token}"}).status_code == 200
+
+
+def forged_tokens(user_id: str) -> dict[str, str]:
+    now = datetime.now(UTC)
+    claims = {"sub": user_id, "typ": "access", "ver": 0, "iat": now, "exp": now + timedelta(minutes=5)}
+    return {
+        "garbage": "not-a-jwt",
+        "wrong key": jwt.encode(claims, "another-secret-key-of-enough-length!!", algorithm="HS256"),
+        "expired": jwt.encode({**claims, "exp": now - timedelta(seconds=5)}, SECRET_KEY, algorithm="HS256"),
+        "alg none": jwt.encode(claims, key=None, algorithm="none"),
+        "no typ": jwt.encode({k: v for k, v in claims.items() if k != "typ"}, SECRET_KEY, algorithm="HS256"),
+        "reset token": security.create_reset_token("x@example.com", "hash", SECRET_KEY, timedelta(hours=1)),
+        "sub not a uuid": jwt.encode({**claims, "sub": "admin"}, SECRET_KEY, algorithm="HS256"),
+    }
+
+
+@pytest.mark.parametrize(
+    "kind", ["garbage", "wrong key", "expired", "alg none", "no typ", "reset token", "sub not a uuid"]
+)
+def test_a_token_that_fails_verification_is_403(client: httpx.Client, user: Account, kind: str) -> None:
+    token = forged_tokens(user.id)[kind]
+    response = client.get("/users/me", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 403
+    assert response.json() == {"detail": "Could not validate credentials"}
+
+
+def test_a_token_of_a_deleted_user_is_404(client: httpx.Client, user: Account) -> None:
+    assert client.delete("/users/me", headers=user.headers).status_code == 200
+    response = client.get("/users/me", headers=user.headers)
+    assert response.status_code == 404
+    assert response.json() == {"detail": "User not found"}
+
+
+def test_auth_is_checked_before_validation(client: httpx.Client) -> None:
+    response = client.post("/items/", content=b"{not json", headers={"content-type": "application/json"})
+    assert response.status_code == 401
