@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import structlog
-
 from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig
 from litestar.connection import ASGIConnection
 from litestar.exceptions import (

@@ -64,7 +64,8 @@ def init_sentry(settings: Settings) -> None:
 
 def request_logging(app: ASGIApp) -> ASGIApp:
     """One line per HTTP request: method, path, status, duration_ms, request_id, user_id (bound by the auth
-    middleware). Never bodies or credentials. The request id comes from `X-Request-ID` (when sane) or is generated, and is echoed back."""
+    middleware). Never bodies or credentials. The request id comes from `X-Request-ID` (when sane) or is
+    generated, and is echoed back."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
