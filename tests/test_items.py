@@ -1,0 +1,155 @@
+"""The items routes, row by row of the contract."""
+
+import uuid
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from tests.conftest import Account
+
+UserFactory = Callable[..., Account]
+
+
+def create_item(client: httpx.Client, account: Account, **body: object) -> dict:
+    response = client.post("/items/", json={"title": "An item", **body}, headers=account.headers)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_create_item_belongs_to_the_caller_whatever_the_body_says(
+    client: httpx.Client, user: Account, new_account: UserFactory
+) -> None:
+    other = new_account()
+    item = create_item(client, user, title="Mine", description="Desc", owner_id=other.id, id=str(uuid.uuid4()))
+    assert set(item) == {"title", "description", "id", "owner_id", "created_at"}
+    assert (item["title"], item["description"], item["owner_id"]) == ("Mine", "Desc", user.id)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{}, {"title": ""}, {"title": "x" * 256}, {"title": None}, {"title": "ok", "description": "x" * 256}, {"title": 5}],
+)
+def test_create_item_invalid_is_422(client: httpx.Client, user: Account, body: dict) -> None:
+    response = client.post("/items/", json=body, headers=user.headers)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"][:2] == ["body", "title"] or response.json()["detail"][0]["loc"] == [
+        "body",
+        "description",
+    ]
+
+
+def test_malformed_json_and_missing_body_are_422(client: httpx.Client, user: Account) -> None:
+    headers = {**user.headers, "content-type": "application/json"}
+    malformed = client.post("/items/", content=b'{"title": ', headers=headers)
+    assert malformed.status_code == 422
+    assert malformed.json()["detail"][0]["loc"][0] == "body"
+    missing = client.post("/items/", headers=headers)
+    assert missing.status_code == 422
+    assert missing.json()["detail"] == [{"type": "missing", "loc": ["body"], "msg": "Field required"}]
+    not_an_object = client.post("/items/", json=["title"], headers=user.headers)
+    assert not_an_object.status_code == 422
+
+
+def test_read_items_shows_own_items_newest_first_with_total(
+    client: httpx.Client, new_account: UserFactory, superuser_headers: dict[str, str]
+) -> None:
+    owner, stranger = new_account(), new_account()
+    made = [create_item(client, owner, title=f"item {n}") for n in range(3)]
+    create_item(client, stranger, title="not yours")
+    page = client.get("/items/", params={"limit": 2}, headers=owner.headers).json()
+    assert page["count"] == 3
+    assert [row["id"] for row in page["data"]] == [made[2]["id"], made[1]["id"]]
+    rest = client.get("/items/", params={"skip": 2, "limit": 2}, headers=owner.headers).json()
+    assert [row["id"] for row in rest["data"]] == [made[0]["id"]]
+    assert client.get("/items/", params={"skip": 50}, headers=owner.headers).json() == {"data": [], "count": 3}
+    assert client.get("/items/", params={"limit": 0}, headers=owner.headers).json() == {"data": [], "count": 3}
+    everything = client.get("/items/", params={"limit": 10_000}, headers=superuser_headers).json()
+    assert everything["count"] == len(everything["data"]) >= 4
+    assert {made[0]["id"], made[2]["id"]} <= {row["id"] for row in everything["data"]}
+
+
+@pytest.mark.parametrize("query", [{"skip": -1}, {"limit": -5}, {"limit": "many"}])
+def test_read_items_bad_paging_is_422(client: httpx.Client, user: Account, query: dict) -> None:
+    response = client.get("/items/", params=query, headers=user.headers)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["query", next(iter(query))]
+
+
+def test_read_item_owner_superuser_stranger(
+    client: httpx.Client, new_account: UserFactory, superuser_headers: dict[str, str]
+) -> None:
+    owner, stranger = new_account(), new_account()
+    item = create_item(client, owner)
+    assert client.get(f"/items/{item['id']}", headers=owner.headers).json() == item
+    assert client.get(f"/items/{item['id']}", headers=superuser_headers).json() == item
+    forbidden = client.get(f"/items/{item['id']}", headers=stranger.headers)
+    assert forbidden.status_code == 403
+    assert forbidden.json() == {"detail": "Not enough permissions"}
+
+
+def test_missing_item_is_404_before_ownership(client: httpx.Client, user: Account) -> None:
+    missing = f"/items/{uuid.uuid4()}"
+    for response in (
+        client.get(missing, headers=user.headers),
+        client.put(missing, json={"title": "x"}, headers=user.headers),
+        client.delete(missing, headers=user.headers),
+    ):
+        assert response.status_code == 404
+        assert response.json() == {"detail": "Item not found"}
+
+
+def test_malformed_item_id_is_422(client: httpx.Client, user: Account) -> None:
+    for response in (
+        client.get("/items/123", headers=user.headers),
+        client.put("/items/123", json={"title": "x"}, headers=user.headers),
+        client.delete("/items/123", headers=user.headers),
+    ):
+        assert response.status_code == 422
+        assert response.json()["detail"][0]["loc"] == ["path", "id"]
+
+
+def test_update_item_is_partial_and_keeps_identity(
+    client: httpx.Client, user: Account, new_account: UserFactory
+) -> None:
+    other = new_account()
+    item = create_item(client, user, title="Before", description="Kept")
+    response = client.put(
+        f"/items/{item['id']}",
+        json={"title": "After", "owner_id": other.id, "id": str(uuid.uuid4()), "created_at": "2000-01-01T00:00:00Z"},
+        headers=user.headers,
+    )
+    assert response.status_code == 200
+    updated = response.json()
+    assert updated == {**item, "title": "After"}
+    cleared = client.put(f"/items/{item['id']}", json={"description": None}, headers=user.headers).json()
+    assert cleared == {**item, "title": "After", "description": None}
+
+
+def test_update_item_body_is_checked_before_existence(client: httpx.Client, user: Account) -> None:
+    response = client.put(f"/items/{uuid.uuid4()}", json={"title": None}, headers=user.headers)
+    assert response.status_code == 422
+
+
+def test_update_and_delete_by_stranger_are_403(client: httpx.Client, new_account: UserFactory) -> None:
+    owner, stranger = new_account(), new_account()
+    item = create_item(client, owner)
+    put = client.put(f"/items/{item['id']}", json={"title": "stolen"}, headers=stranger.headers)
+    delete = client.delete(f"/items/{item['id']}", headers=stranger.headers)
+    assert (put.status_code, delete.status_code) == (403, 403)
+    assert put.json() == delete.json() == {"detail": "Not enough permissions"}
+    assert client.get(f"/items/{item['id']}", headers=owner.headers).json()["title"] == item["title"]
+
+
+def test_delete_item(client: httpx.Client, user: Account, superuser_headers: dict[str, str]) -> None:
+    mine, other = create_item(client, user), create_item(client, user)
+    response = client.delete(f"/items/{mine['id']}", headers=user.headers)
+    assert response.status_code == 200
+    assert response.json() == {"message": "Item deleted successfully"}
+    assert client.get(f"/items/{mine['id']}", headers=user.headers).status_code == 404
+    assert client.delete(f"/items/{other['id']}", headers=superuser_headers).status_code == 200
+
+
+def test_items_routes_need_a_token(client: httpx.Client) -> None:
+    for response in (client.get("/items/"), client.post("/items/", json={"title": "x"})):
+        assert response.status_code == 401
