@@ -53,3 +53,7 @@ image tag="accounts-api:latest":
     set -eu
     if command -v podman >/dev/null 2>&1; then tool=podman; else tool=docker; fi
     "$tool" build -f Containerfile -t "{{tag}}" .
+
+# Rebuild the HTML emails (app/templates/build/*.html) from their MJML sources (app/templates/src/*.mjml); commit both.
+emails:
+    npx --yes mjml@4.18.0 app/templates/src/*.mjml --output app/templates/build/ --config.validationLevel strict

@@ -1,19 +1,29 @@
-"""Email rendering (minijinja, autoescaped HTML plus a plain-text part) and asynchronous SMTP delivery."""
+"""Email rendering (minijinja, autoescaped HTML plus a plain-text part) and asynchronous SMTP delivery.
+
+The HTML templates in `templates/build/` are compiled from the MJML sources in `templates/src/` by
+`just emails`; the plain-text parts (`templates/build/*.txt`) are written by hand.
+"""
 
 from __future__ import annotations
 
+import html
+from datetime import UTC, datetime
+from email.header import Header
+from email.headerregistry import Address
 from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
 from pathlib import Path
 
 import aiosmtplib
 import msgspec
 import structlog
-from minijinja import Environment
+from minijinja import Environment, Markup
 
 from app.config import Settings
 
 log = structlog.get_logger("app.emails")
 TEMPLATES = Path(__file__).resolve().parent / "templates" / "build"
+SMTP_TIMEOUT_SECONDS = 10.0
 
 
 class Email(msgspec.Struct, frozen=True):
@@ -24,17 +34,24 @@ class Email(msgspec.Struct, frozen=True):
 
 def _load(name: str) -> str | None:
     path = TEMPLATES / name
-    return path.read_text() if path.is_file() else None
+    return path.read_text(encoding="utf-8") if path.is_file() else None
 
 
 # Autoescaping follows the template name's extension: on for `.html`, off for `.txt`.
 _env = Environment(loader=_load)
 
 
+def _html_safe(value: object) -> object:
+    """Strings escaped with the standard HTML rules. minijinja's own escaping also turns `/` into `&#x2f;`, which
+    browsers undo but which hides the link from anyone reading or searching the HTML source; anything that is not
+    a string is left to the template's autoescaping."""
+    return Markup(html.escape(value, quote=True)) if isinstance(value, str) else value
+
+
 def _render(template: str, subject: str, **context: object) -> Email:
     return Email(
         subject=subject,
-        html=_env.render_template(f"{template}.html", **context),
+        html=_env.render_template(f"{template}.html", **{key: _html_safe(value) for key, value in context.items()}),
         text=_env.render_template(f"{template}.txt", **context),
     )
 
@@ -52,6 +69,7 @@ def reset_password_email(settings: Settings, email: str, token: str) -> Email:
 
 
 def new_account_email(settings: Settings, email: str) -> Email:
+    """The welcome mail. It never carries the password: the account's creator hands that over."""
     return _render(
         "new_account",
         f"{settings.PROJECT_NAME} - New account for user {email}",
@@ -68,30 +86,58 @@ def test_email(settings: Settings, email: str) -> Email:
     )
 
 
-async def send_email(settings: Settings, to: str, email: Email) -> None:
-    """Deliver over SMTP. Runs after the response; failures are logged (recipient's domain only), never raised."""
-    domain = to.rpartition("@")[2]
-    if not settings.emails_enabled:
-        log.info("email not sent: mail is not configured", subject=email.subject, recipient_domain=domain)
-        return
+def http_header_value(subject: str) -> str:
+    """A subject fit for an HTTP response header: as is when ASCII, else one RFC 2047 encoded word (HTTP header
+    values are bytes read as Latin-1; anything else would fail the response)."""
+    return subject if subject.isascii() else Header(subject, "utf-8").encode(maxlinelen=0)
+
+
+def build_message(settings: Settings, to: str, email: Email) -> EmailMessage:
+    """A multipart/alternative message: the plain-text part first, the HTML part preferred by capable clients."""
+    sender = settings.EMAILS_FROM_EMAIL or ""
     message = EmailMessage()
     message["Subject"] = email.subject
-    message["From"] = f"{settings.emails_from_name} <{settings.EMAILS_FROM_EMAIL}>"
+    message["From"] = Address(display_name=settings.emails_from_name, addr_spec=sender)
     message["To"] = to
+    message["Date"] = format_datetime(datetime.now(UTC))
+    # An explicit domain: without one, `make_msgid` asks the resolver for this host's name, blocking the loop.
+    message["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2] or "localhost")
     message.set_content(email.text)
     message.add_alternative(email.html, subtype="html")
+    return message
+
+
+async def send_email(settings: Settings, to: str, email: Email) -> None:
+    """Deliver over SMTP. Runs as a background task after the response has been sent; failures are logged with
+    the recipient's domain (never the full address) and a reason, and never raised."""
+    domain = to.rpartition("@")[2]
+    if not settings.emails_enabled:
+        log.warning(
+            "email not sent: mail is not configured", subject_kind=_kind(email.subject), recipient_domain=domain
+        )
+        return
     try:
         await aiosmtplib.send(
-            message,
+            build_message(settings, to, email),
+            # The envelope is explicit, so the recipient is exactly `to`, whatever its header parses into.
+            sender=settings.EMAILS_FROM_EMAIL,
+            recipients=[to],
             hostname=settings.SMTP_HOST,
             port=settings.SMTP_PORT,
             username=settings.SMTP_USER or None,
             password=settings.SMTP_PASSWORD or None,
             use_tls=settings.SMTP_SSL,
             start_tls=settings.SMTP_TLS and not settings.SMTP_SSL,
-            timeout=10,
+            timeout=SMTP_TIMEOUT_SECONDS,
         )
-    except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-        log.warning("email not sent", subject=email.subject, recipient_domain=domain, reason=str(exc)[:200])
+    except Exception as exc:
+        reason = f"{type(exc).__name__}: {exc}".replace(to, f"<recipient at {domain}>")[:300]
+        log.warning("email not sent", subject_kind=_kind(email.subject), recipient_domain=domain, reason=reason)
         return
-    log.info("email sent", subject=email.subject, recipient_domain=domain)
+    log.info("email sent", subject_kind=_kind(email.subject), recipient_domain=domain)
+
+
+def _kind(subject: str) -> str:
+    """The subject without the recipient's address (our subjects end with it), fit for logs."""
+    head, separator, _ = subject.partition(" for user ")
+    return head if separator else subject

@@ -118,4 +118,6 @@ class LoginController(Controller):
         if user is None:
             raise NotFoundException("The user with this username does not exist in the system.")
         mail = emails.reset_password_email(settings, user.email, reset_token_for(settings, user))
-        return Response(mail.html, media_type=MediaType.HTML, headers={"X-Email-Subject": mail.subject})
+        return Response(
+            mail.html, media_type=MediaType.HTML, headers={"X-Email-Subject": emails.http_header_value(mail.subject)}
+        )
