@@ -55,6 +55,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     LOG_JSON: bool | None = None
     MAX_REQUEST_BODY_BYTES: int = 1024 * 1024
     REDIS_URL: str | None = None
+    REDIS_NAMESPACE: str = "accounts-api"
     RATE_LIMIT_ENABLED: bool = True
     LOGIN_FAILURES_PER_ACCOUNT_PER_MINUTE: int = 5
     LOGIN_FAILURES_PER_CLIENT_PER_MINUTE: int = 100

@@ -49,7 +49,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     db_config = sqlalchemy_config(settings)
     # Shared by every worker and replica through Redis when configured; per process otherwise.
     store = (
-        RedisStore.with_client(url=settings.REDIS_URL, namespace="accounts-api")
+        RedisStore.with_client(url=settings.REDIS_URL, namespace=settings.REDIS_NAMESPACE)
         if settings.REDIS_URL
         else MemoryStore()
     )

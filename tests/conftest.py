@@ -21,7 +21,7 @@ import pytest
 import uvicorn
 from aiosmtpd.controller import Controller
 from litestar import Litestar
-from sqlalchemy import make_url
+from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -81,13 +81,22 @@ class Database:
         return run(go())
 
     def scalar(self, sql: str, **params: Any) -> Any:
-        from sqlalchemy import text
+        """The first column of the first row of a query."""
 
         async def go(engine: AsyncEngine) -> Any:
             async with engine.begin() as connection:
                 return (await connection.execute(text(sql), params)).scalar()
 
         return self.execute(go)
+
+    def run(self, sql: str, **params: Any) -> None:
+        """A statement that returns no rows, committed."""
+
+        async def go(engine: AsyncEngine) -> None:
+            async with engine.begin() as connection:
+                await connection.execute(text(sql), params)
+
+        self.execute(go)
 
 
 @pytest.fixture(scope="session")

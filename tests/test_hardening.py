@@ -1,0 +1,264 @@
+"""Beyond the template: token revocation, rate limits, body size limits, legacy hashes, CORS, error hygiene."""
+
+import logging
+import uuid
+from collections.abc import Callable, Iterator
+
+import bcrypt
+import httpx
+import pytest
+from litestar import get
+
+from app.main import create_app
+from tests.conftest import Account, LiveServer, Served, login, make_settings, random_email
+
+UserFactory = Callable[..., Account]
+
+
+# ------------------------------------------------------------ revocation
+
+
+def test_password_change_revokes_older_tokens(client: httpx.Client, user: Account) -> None:
+    response = client.patch(
+        "/users/me/password",
+        json={"current_password": user.password, "new_password": "a-new-password-1"},
+        headers=user.headers,
+    )
+    assert response.status_code == 200
+    stale = client.get("/users/me", headers=user.headers)
+    assert stale.status_code == 403
+    assert stale.json() == {"detail": "Could not validate credentials"}
+    fresh = login(client, user.email, "a-new-password-1")
+    assert client.get("/users/me", headers=fresh).status_code == 200
+
+
+def test_superuser_password_reset_revokes_the_users_tokens(
+    client: httpx.Client, user: Account, superuser_headers: dict[str, str]
+) -> None:
+    client.patch(f"/users/{user.id}", json={"password": "set-by-admin-1"}, headers=superuser_headers)
+    assert client.get("/users/me", headers=user.headers).status_code == 403
+
+
+def test_deactivation_stops_tokens_and_reactivation_does_not_revive_them(
+    client: httpx.Client, user: Account, superuser_headers: dict[str, str]
+) -> None:
+    client.patch(f"/users/{user.id}", json={"is_active": False}, headers=superuser_headers)
+    inactive = client.get("/users/me", headers=user.headers)
+    assert inactive.status_code == 400
+    assert inactive.json() == {"detail": "Inactive user"}
+    client.patch(f"/users/{user.id}", json={"is_active": True}, headers=superuser_headers)
+    assert client.get("/users/me", headers=user.headers).status_code == 403
+    assert client.get("/users/me", headers=login(client, user.email, user.password)).status_code == 200
+
+
+def test_other_changes_keep_tokens_valid(client: httpx.Client, user: Account) -> None:
+    client.patch("/users/me", json={"full_name": "Still Me"}, headers=user.headers)
+    assert client.get("/users/me", headers=user.headers).status_code == 200
+
+
+# ------------------------------------------------------------ legacy hashes and email case
+
+
+def test_template_bcrypt_hash_logs_in_and_is_rehashed_to_argon2(
+    client: httpx.Client, user: Account, served: Served
+) -> None:
+    legacy = bcrypt.hashpw(b"legacy-password", bcrypt.gensalt(rounds=4)).decode()
+    database_id = uuid.UUID(user.id).bytes if served.database.url.startswith("sqlite") else uuid.UUID(user.id)
+    served.database.run('UPDATE "user" SET hashed_password = :h WHERE id = :id', h=legacy, id=database_id)
+    login(client, user.email, "legacy-password")
+    stored = served.database.scalar('SELECT hashed_password FROM "user" WHERE id = :id', id=database_id)
+    assert stored.startswith("$argon2id$")
+    login(client, user.email, "legacy-password")
+    wrong = client.post("/login/access-token", data={"username": user.email, "password": "not-legacy"})
+    assert wrong.status_code == 400
+
+
+def test_template_argon2_hash_logs_in(client: httpx.Client, user: Account, served: Served) -> None:
+    from argon2 import PasswordHasher
+
+    template_style = PasswordHasher().hash("argon-password")  # the template's pwdlib argon2 default
+    database_id = uuid.UUID(user.id).bytes if served.database.url.startswith("sqlite") else uuid.UUID(user.id)
+    served.database.run('UPDATE "user" SET hashed_password = :h WHERE id = :id', h=template_style, id=database_id)
+    login(client, user.email, "argon-password")
+
+
+def test_emails_are_unique_regardless_of_case(client: httpx.Client) -> None:
+    email = random_email()
+    assert client.post("/users/signup", json={"email": email, "password": "password123"}).status_code == 200
+    assert client.post("/users/signup", json={"email": email.upper(), "password": "password123"}).status_code == 400
+
+
+# ------------------------------------------------------------ body size, CORS, errors
+
+
+def test_a_large_body_is_413_without_being_read(client: httpx.Client, user: Account) -> None:
+    body = b'{"title": "' + b"x" * (5 * 1024 * 1024) + b'"}'
+    response = client.post("/items/", content=body, headers={**user.headers, "content-type": "application/json"})
+    assert response.status_code == 413
+    assert set(response.json()) == {"detail"}
+
+
+def test_a_large_chunked_body_is_413(client: httpx.Client, user: Account) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"title": "'
+        for _ in range(40):
+            yield b"x" * 65536
+        yield b'"}'
+
+    response = client.post("/items/", content=chunks(), headers={**user.headers, "content-type": "application/json"})
+    assert response.status_code == 413
+
+
+def test_cors_preflight_and_credentials(client: httpx.Client) -> None:
+    preflight = client.options(
+        "/items/",
+        headers={
+            "Origin": "http://localhost:5173",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type",
+        },
+    )
+    assert preflight.status_code in (200, 204)
+    assert preflight.headers["access-control-allow-origin"] == "http://localhost:5173"
+    assert preflight.headers["access-control-allow-credentials"] == "true"
+    simple = client.get("/utils/health-check/", headers={"Origin": "https://app.example.com"})
+    assert simple.headers["access-control-allow-origin"] == "https://app.example.com"
+    stranger = client.get("/utils/health-check/", headers={"Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in stranger.headers
+
+
+def test_private_route_is_absent_outside_local(served: Served) -> None:
+    settings = make_settings(served.database.url, ENVIRONMENT="staging")
+    with LiveServer(create_app(settings)) as server, httpx.Client(base_url=server.url + "/api/v1") as http:
+        response = http.post("/private/users/", json={"email": random_email(), "password": "x" * 8, "full_name": "x"})
+        assert response.status_code == 404
+
+
+class Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_an_unexpected_error_is_a_generic_500_and_logged_with_traceback(served: Served) -> None:
+    @get("/boom", opt={"exclude_from_auth": True}, sync_to_thread=False)
+    def boom() -> None:
+        raise RuntimeError("secret internals")
+
+    app = create_app(make_settings(served.database.url))
+    app.register(boom)
+    records = Records()
+    logging.getLogger().addHandler(records)
+    try:
+        with LiveServer(app) as server:
+            response = httpx.get(server.url + "/boom")
+    finally:
+        logging.getLogger().removeHandler(records)
+    assert response.status_code == 500
+    assert response.json() == {"detail": "Internal Server Error"}
+    assert "secret" not in response.text
+    errors = [r for r in records.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1
+    rendered = logging.getLogger().handlers[0].format(errors[0])
+    assert "Traceback" in rendered
+    assert "RuntimeError: secret internals" in rendered
+
+
+def test_request_log_line_has_the_fields_and_no_secrets(served: Served, user: Account) -> None:
+    app = create_app(make_settings(served.database.url, LOG_LEVEL="INFO"))
+    records = Records()
+    logging.getLogger().addHandler(records)
+    try:
+        with LiveServer(app) as server:
+            httpx.patch(
+                server.url + "/api/v1/users/me/password",
+                json={"current_password": "wrong-password-1", "new_password": "another-password"},
+                headers={**user.headers, "X-Request-ID": "trace-me"},
+            )
+    finally:
+        logging.getLogger().removeHandler(records)
+    lines = [r for r in records.records if r.name == "app.request"]
+    assert len(lines) == 1
+    event = lines[0].msg
+    assert isinstance(event, dict)
+    assert event["method"] == "PATCH"
+    assert event["path"] == "/api/v1/users/me/password"
+    assert event["status"] == 400
+    assert event["request_id"] == "trace-me"
+    assert event["user_id"] == user.id
+    assert isinstance(event["duration_ms"], float)
+    rendered = str(event)
+    assert "wrong-password-1" not in rendered
+    assert user.headers["Authorization"].split()[1] not in rendered
+
+
+# ------------------------------------------------------------ rate limits
+
+
+@pytest.fixture(params=["memory", "redis"])
+def limited(request: pytest.FixtureRequest, served: Served) -> Iterator[httpx.Client]:
+    overrides = {
+        "RATE_LIMIT_ENABLED": "true",
+        "LOGIN_FAILURES_PER_ACCOUNT_PER_MINUTE": "5",
+        "LOGIN_FAILURES_PER_CLIENT_PER_MINUTE": "100",
+        "RECOVERY_PER_EMAIL_PER_HOUR": "3",
+        "SIGNUP_PER_CLIENT_PER_HOUR": "2",
+    }
+    if request.param == "redis":
+        overrides["REDIS_URL"] = "redis://127.0.0.1:6379/0"
+        overrides["REDIS_NAMESPACE"] = f"test-{uuid.uuid4().hex}"  # runs sharing this Redis never collide
+    with (
+        LiveServer(create_app(make_settings(served.database.url, **overrides))) as server,
+        httpx.Client(base_url=server.url + "/api/v1") as http,
+    ):
+        yield http
+
+
+def test_sixth_wrong_password_is_429_while_others_still_log_in(limited: httpx.Client, new_account: UserFactory) -> None:
+    victim, bystander = new_account(), new_account()
+    for _ in range(5):
+        response = limited.post("/login/access-token", data={"username": victim.email, "password": "wrong-guess"})
+        assert response.status_code == 400
+    blocked = limited.post("/login/access-token", data={"username": victim.email, "password": "wrong-guess"})
+    assert blocked.status_code == 429
+    assert int(blocked.headers["retry-after"]) >= 1
+    assert set(blocked.json()) == {"detail"}
+    # The right password is not tried either while blocked: no oracle for a guesser.
+    assert (
+        limited.post("/login/access-token", data={"username": victim.email, "password": victim.password}).status_code
+        == 429
+    )
+    login(limited, bystander.email, bystander.password)
+
+
+def test_successful_logins_are_not_counted(limited: httpx.Client, user: Account) -> None:
+    for _ in range(8):
+        login(limited, user.email, user.password)
+
+
+def test_recovery_is_limited_per_target_address_the_same_for_unknown_addresses(
+    limited: httpx.Client, user: Account
+) -> None:
+    for address in (user.email, random_email()):
+        statuses = [limited.post(f"/password-recovery/{address}").status_code for _ in range(4)]
+        assert statuses == [200, 200, 200, 429]
+
+
+def test_signup_limit_per_client_when_enabled(limited: httpx.Client) -> None:
+    statuses = [
+        limited.post("/users/signup", json={"email": random_email(), "password": "password123"}).status_code
+        for _ in range(3)
+    ]
+    assert statuses == [200, 200, 429]
+
+
+def test_rate_limit_window_uses_retry_after_within_the_window(limited: httpx.Client) -> None:
+    email = random_email()
+    for _ in range(5):
+        limited.post("/login/access-token", data={"username": email, "password": "wrong-guess"})
+    blocked = limited.post("/login/access-token", data={"username": email, "password": "wrong-guess"})
+    assert blocked.status_code == 429
+    assert 1 <= int(blocked.headers["retry-after"]) <= 60
