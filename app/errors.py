@@ -48,6 +48,7 @@ def _error_type(message: str) -> str:
 
 
 _MISSING_FIELD = re.compile(r"missing required field `([^`]+)`")
+_MISSING_PARAMETER = re.compile(r"Missing required (query|path|header|cookie) parameter '([^']+)'")
 
 
 def _entry(message: str, source: str, key: str) -> dict[str, Any]:
@@ -82,7 +83,12 @@ def validation_errors(exc: ValidationException) -> list[dict[str, Any]]:
                     str(entry.get("key") or ""),
                 )
             )
-    return errors or [_entry(str(exc.detail), "body", "")]
+    if errors:
+        return errors
+    missing = _MISSING_PARAMETER.search(str(exc.detail))
+    if missing:
+        return [{"type": "missing", "loc": [missing.group(1), missing.group(2)], "msg": "Field required"}]
+    return [_entry(str(exc.detail), "body", "")]
 
 
 def on_validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:

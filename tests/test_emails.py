@@ -406,13 +406,7 @@ def test_test_email_without_an_address_is_422(client: httpx.Client, superuser_he
 @pytest.mark.parametrize(
     "params",
     [
-        pytest.param(
-            {},
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="app/errors.py turns Litestar's 'Missing required query parameter' into loc ['body']",
-            ),
-        ),
+        {},
         {"email_to": ""},
         {"email_to": "not-an-email"},
         {"email_to": "a@b"},
