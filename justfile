@@ -57,3 +57,9 @@ image tag="accounts-api:latest":
 # Rebuild the HTML emails (app/templates/build/*.html) from their MJML sources (app/templates/src/*.mjml); commit both.
 emails:
     npx --yes mjml@4.18.0 app/templates/src/*.mjml --output app/templates/build/ --config.validationLevel strict
+
+# Generate a Python client (openapi-python-client) from the OpenAPI document into sdk/ (git-ignored).
+sdk:
+    uv run python -m app.openapi sdk-openapi.json
+    uv run openapi-python-client generate --path sdk-openapi.json --meta none --output-path sdk --overwrite
+    rm -f sdk-openapi.json

@@ -91,7 +91,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def read_dotenv(path: Path) -> dict[str, str]:
-    """Minimal `.env` reader: KEY=VALUE lines, `#` comments, optional quotes, optional `export`."""
+    """Minimal `.env` reader: KEY=VALUE lines, `#` comments (also after unquoted values), optional quotes,
+    optional `export`."""
     values: dict[str, str] = {}
     if not path.is_file():
         return values
@@ -103,6 +104,8 @@ def read_dotenv(path: Path) -> dict[str, str]:
         value = value.strip()
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
             value = value[1:-1]
+        else:
+            value = value.split(" #", 1)[0].strip()
         values[key.strip()] = value
     return values
 
