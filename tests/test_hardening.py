@@ -262,3 +262,29 @@ def test_rate_limit_window_uses_retry_after_within_the_window(limited: httpx.Cli
     blocked = limited.post("/login/access-token", data={"username": email, "password": "wrong-guess"})
     assert blocked.status_code == 429
     assert 1 <= int(blocked.headers["retry-after"]) <= 60
+
+
+def test_a_write_completes_when_the_client_disconnects_right_after_sending(
+    served: Served, client: httpx.Client
+) -> None:
+    import json
+    import socket
+    import time
+    from urllib.parse import urlsplit
+
+    email = random_email()
+    body = json.dumps({"email": email, "password": "password123"}).encode()
+    target = urlsplit(served.api)
+    request = (
+        f"POST {target.path}/users/signup HTTP/1.1\r\nHost: {target.netloc}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    with socket.create_connection((target.hostname, target.port)) as sock:
+        sock.sendall(request)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        response = client.post("/login/access-token", data={"username": email, "password": "password123"})
+        if response.status_code == 200:
+            break
+        time.sleep(0.1)
+    assert response.status_code == 200

@@ -1,0 +1,122 @@
+"""`just serve` as an operator runs it: PostgreSQL from DATABASE_URL, migrations, one superuser, N workers."""
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import (
+    ROOT,
+    SUPERUSER_EMAIL,
+    SUPERUSER_PASSWORD,
+    Database,
+    create_postgres_database,
+    drop_postgres_database,
+    free_port,
+    login,
+)
+
+
+@pytest.fixture
+def postgres_database() -> Iterator[Database]:
+    url = create_postgres_database()
+    yield Database(url)
+    drop_postgres_database(url)
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def worker_processes(master: int) -> list[int]:
+    """uvicorn's workers are multiprocessing children (its resource tracker is one too, but not a worker)."""
+    return [pid for pid in children_of(master) if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+
+
+def serve(database: Database, port: int, workers: int) -> subprocess.Popen[bytes]:
+    environ = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("COV_", "PYTEST"))},
+        "DATABASE_URL": database.url,
+        "SECRET_KEY": "serve-test-secret-key-of-enough-length",
+        "FIRST_SUPERUSER": SUPERUSER_EMAIL,
+        "FIRST_SUPERUSER_PASSWORD": SUPERUSER_PASSWORD,
+        "ENVIRONMENT": "staging",
+        "POSTGRES_PASSWORD": "unused-but-not-changethis",
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "WORKERS": str(workers),
+    }
+    return subprocess.Popen(
+        ["uv", "run", "just", "serve"],
+        cwd=ROOT,
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def wait_until_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stdout.read().decode() if process.stdout else ""
+        try:
+            if httpx.get(url + "/api/v1/utils/health-check/", timeout=1).json() is True:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("service did not become healthy")
+
+
+def stop(process: subprocess.Popen[bytes]) -> str:
+    os.killpg(process.pid, signal.SIGTERM)
+    output, _ = process.communicate(timeout=30)
+    return output.decode()
+
+
+def uvicorn_master(shell_pid: int) -> int:
+    """`uv run just serve` → just → uv → uvicorn master: follow the single-child chain to the process with many."""
+    pid = shell_pid
+    for _ in range(10):
+        kids = children_of(pid)
+        if len(kids) != 1:
+            return pid
+        pid = kids[0]
+    return pid
+
+
+@pytest.mark.parametrize("workers", [2])
+def test_just_serve_migrates_seeds_once_and_runs_the_requested_workers(
+    postgres_database: Database, workers: int
+) -> None:
+    for attempt in range(2):
+        port = free_port()
+        process = serve(postgres_database, port, workers)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_until_healthy(url, process)
+            assert len(worker_processes(uvicorn_master(process.pid))) == workers
+            with httpx.Client(base_url=url + "/api/v1") as http:
+                headers = login(http, SUPERUSER_EMAIL, SUPERUSER_PASSWORD)
+                assert http.get("/users/me", headers=headers).json()["is_superuser"] is True
+        finally:
+            output = stop(process)
+        assert postgres_database.scalar("SELECT version_num FROM alembic_version") == "0002"
+        assert postgres_database.scalar('SELECT count(*) FROM "user"') == 1, output
+        expected = "first superuser created" if attempt == 0 else "first superuser already exists"
+        assert expected in output
