@@ -63,3 +63,13 @@ sdk:
     uv run python -m app.openapi sdk-openapi.json
     uv run openapi-python-client generate --path sdk-openapi.json --meta none --output-path sdk --overwrite
     rm -f sdk-openapi.json
+
+# Load benchmark on PostgreSQL: `just serve` (2 workers) against a raw asyncpg ceiling, wrk scenarios and checks
+# (`just bench --help`; results in bench/RESULTS.md). Installs wrk from Debian's packages when missing.
+bench *args:
+    command -v wrk >/dev/null 2>&1 || apt-get install -y wrk || (apt-get update && apt-get install -y wrk)
+    uv run python -m bench.run {{args}}
+
+# Seed 1,000,000 items across 10,000 users with SQL (default database bench_large, created and migrated if missing).
+bench-seed-large *args:
+    uv run python -m bench.seed_large {{args}}

@@ -1,0 +1,30 @@
+-- A mix of the read and write scenarios as one caller: users_me, items_list, item_get, item_create in turn.
+dofile(os.getenv("BENCH_LUA_DIR") .. "/common.lua")
+
+local ids = {}
+for id in string.gmatch(os.getenv("BENCH_ITEM_IDS") or "", "[^,]+") do
+  table.insert(ids, id)
+end
+local counter = 0
+local post_headers = { ["Content-Type"] = "application/json" }
+for name, value in pairs(wrk.headers) do
+  post_headers[name] = value
+end
+local body = '{"title": "Benchmark item", "description": "written by wrk"}'
+
+function init(args)
+  counter = (thread_index or 1) * 7919
+end
+
+function request()
+  counter = counter + 1
+  local kind = counter % 4
+  if kind == 0 then
+    return wrk.format("GET", "/api/v1/users/me")
+  elseif kind == 1 then
+    return wrk.format("GET", "/api/v1/items/?limit=100")
+  elseif kind == 2 then
+    return wrk.format("GET", "/api/v1/items/" .. ids[counter % #ids + 1])
+  end
+  return wrk.format("POST", "/api/v1/items/", post_headers, body)
+end
