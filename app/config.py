@@ -51,6 +51,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     DATABASE_URL: str | None = None
     DB_POOL_SIZE: int = 10
     DB_CONNECT_TIMEOUT: float = 3.0
+    DB_COMMAND_TIMEOUT: float = 5.0
     LOG_LEVEL: str = "INFO"
     LOG_JSON: bool | None = None
     MAX_REQUEST_BODY_BYTES: int = 1024 * 1024

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,9 @@ from advanced_alchemy.extensions.litestar import (
     SQLAlchemyAsyncConfig,
 )
 from advanced_alchemy.types import GUID
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 
@@ -35,7 +38,7 @@ def engine_config(settings: Settings) -> EngineConfig:
         pool_pre_ping=False,
         connect_args={
             "timeout": settings.DB_CONNECT_TIMEOUT,
-            "command_timeout": 30,
+            "command_timeout": settings.DB_COMMAND_TIMEOUT,
             "server_settings": {"application_name": settings.PROJECT_NAME[:63]},
         },
     )
@@ -73,3 +76,9 @@ def compare_type(
     if context.dialect.name == "sqlite" and isinstance(metadata_type, GUID):
         return False
     return None
+
+
+async def ping(session: AsyncSession, seconds: float) -> None:
+    """`SELECT 1`, within `seconds` (a `TimeoutError` otherwise, which the error handlers answer 503)."""
+    async with asyncio.timeout(seconds):
+        await session.execute(text("SELECT 1"))

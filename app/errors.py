@@ -126,7 +126,9 @@ def _is_database_unavailable(exc: BaseException) -> bool:
 def on_database_unavailable(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     if not _is_database_unavailable(exc):
         return on_unexpected_error(_, exc)
-    log.warning("database unavailable", error=type(exc).__name__, reason=str(exc).splitlines()[0][:200])
+    # A timeout's message is empty: the reason is then its type alone.
+    reason = next(iter(str(exc).splitlines()), "")[:200]
+    log.warning("database unavailable", error=type(exc).__name__, reason=reason)
     return _detail(HTTP_503_SERVICE_UNAVAILABLE, DATABASE_UNAVAILABLE, {"Retry-After": "5"})
 
 

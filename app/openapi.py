@@ -11,7 +11,7 @@ from litestar.openapi.spec.enums import OpenAPIType
 from litestar.routes import HTTPRoute
 from litestar.types import Method
 
-from app.auth import EXCLUDE_FROM_AUTH
+from app.auth import EXCLUDE_FROM_AUTH, requires_superuser
 
 SECURITY_SCHEME = "OAuth2PasswordBearer"
 
@@ -40,10 +40,66 @@ _HTTP_VALIDATION_ERROR = Schema(
         )
     },
 )
+_HTTP_ERROR = Schema(
+    title="HTTPError",
+    type=OpenAPIType.OBJECT,
+    required=["detail"],
+    properties={"detail": Schema(title="Detail", type=OpenAPIType.STRING)},
+)
 _UNPROCESSABLE = OpenAPIResponse(
     description="Validation Error",
     content={"application/json": OpenAPIMediaType(schema=Reference(ref="#/components/schemas/HTTPValidationError"))},
 )
+
+
+# What a bearer-authenticated route answers before its handler runs (see app/auth.py).
+_AUTH_ERRORS = {
+    "400": "Inactive user",
+    "401": "Not authenticated",
+    "403": "Could not validate credentials",
+    "404": "User not found",
+}
+_SUPERUSER_ERRORS = {"403": "The user doesn't have enough privileges"}
+# The `{"detail": "..."}` answers of each route's own rules (the contract's table).
+_ROUTE_ERRORS: dict[str, dict[str, str]] = {
+    "login-login_access_token": {"400": "Incorrect email or password / Inactive user"},
+    "login-reset_password": {"400": "Invalid token / Inactive user"},
+    "login-recover_password_html_content": {"404": "The user with this username does not exist in the system."},
+    "users-create_user": {"400": "The user with this email already exists in the system."},
+    "users-register_user": {"400": "The user with this email already exists in the system"},
+    "private-create_user": {"400": "The user with this email already exists in the system"},
+    "users-update_user_me": {"409": "User with this email already exists"},
+    "users-delete_user_me": {"403": "Super users are not allowed to delete themselves"},
+    "users-update_password_me": {"400": "Incorrect password / New password cannot be the same as the current one"},
+    "users-read_user_by_id": {"403": "The user doesn't have enough privileges", "404": "User not found"},
+    "users-update_user": {
+        "404": "The user with this id does not exist in the system",
+        "409": "User with this email already exists",
+    },
+    "users-delete_user": {"403": "Super users are not allowed to delete themselves", "404": "User not found"},
+    "items-read_item": {"403": "Not enough permissions", "404": "Item not found"},
+    "items-update_item": {"403": "Not enough permissions", "404": "Item not found"},
+    "items-delete_item": {"403": "Not enough permissions", "404": "Item not found"},
+}
+
+
+def _error_responses(operation_id: str, authenticated: bool, superuser_only: bool) -> dict[str, OpenAPIResponse]:
+    """Every `{"detail": "..."}` answer an operation can give, so clients (and schemathesis) know them all."""
+    descriptions: dict[str, list[str]] = {}
+    sources = [
+        _AUTH_ERRORS if authenticated else {},
+        _SUPERUSER_ERRORS if superuser_only else {},
+        _ROUTE_ERRORS.get(operation_id, {}),
+    ]
+    for source in sources:
+        for status, description in source.items():
+            if description not in descriptions.setdefault(status, []):
+                descriptions[status].append(description)
+    content = {"application/json": OpenAPIMediaType(schema=Reference(ref="#/components/schemas/HTTPError"))}
+    return {
+        status: OpenAPIResponse(description=" / ".join(texts), content=content)
+        for status, texts in descriptions.items()
+    }
 
 
 def operation_id(route_handler: HTTPRouteHandler, http_method: Method, path_components: list[Any]) -> str:
@@ -53,13 +109,15 @@ def operation_id(route_handler: HTTPRouteHandler, http_method: Method, path_comp
 
 
 def openapi_fixups(app: Litestar) -> None:
-    """Document validation failures as the 422 `HTTPValidationError` we answer (Litestar documents a 400), and
-    mark every route that needs a bearer token with the OAuth2 scheme, so the docs' Authorize button applies."""
+    """Document validation failures as the 422 `HTTPValidationError` we answer (Litestar documents a 400), the
+    `{"detail": ...}` errors of authentication and of each route's rules, and mark every route that needs a bearer
+    token with the OAuth2 scheme, so the docs' Authorize button applies."""
     schema = app.openapi_schema
     components = schema.components if isinstance(schema.components, Components) else Components()
     schemas = dict(components.schemas or {})
     schemas["ValidationError"] = _VALIDATION_ERROR
     schemas["HTTPValidationError"] = _HTTP_VALIDATION_ERROR
+    schemas["HTTPError"] = _HTTP_ERROR
     components.schemas = dict(sorted(schemas.items()))
     schema.components = components
 
@@ -77,8 +135,13 @@ def openapi_fixups(app: Litestar) -> None:
                 responses = operation.responses or {}
                 if responses.pop("400", None) is not None:
                     responses["422"] = _UNPROCESSABLE
+                authenticated = not handler.opt.get(EXCLUDE_FROM_AUTH)
+                superuser_only = requires_superuser in handler.resolve_guards()
+                errors = _error_responses(operation.operation_id or "", authenticated, superuser_only)
+                for status, response in errors.items():
+                    responses.setdefault(status, response)
                 operation.responses = dict(sorted(responses.items()))
-                if not handler.opt.get(EXCLUDE_FROM_AUTH):
+                if authenticated:
                     operation.security = [{SECURITY_SCHEME: []}]
 
 

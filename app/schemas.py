@@ -16,6 +16,8 @@ Password = Annotated[str, Meta(min_length=8, max_length=128)]
 FullName = Annotated[str, Meta(max_length=255)]
 Title = Annotated[str, Meta(min_length=1, max_length=255)]
 Description = Annotated[str, Meta(max_length=255)]
+# `skip`/`limit` must fit the databases' signed 64-bit integers: a larger one made them answer 500.
+PAGE_MAX = 2**63 - 1
 
 
 class Message(Struct):
@@ -165,3 +167,9 @@ def item_public(item: Any) -> ItemPublic:
         owner_id=item.owner_id,
         created_at=item.created_at,
     )
+
+
+class Readiness(Struct):
+    """`GET /utils/ready`: the service can serve requests (its database answers)."""
+
+    status: Literal["ready"] = "ready"

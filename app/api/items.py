@@ -7,12 +7,12 @@ from litestar import Controller, delete, get, post, put
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, JSONBody, Parameter
 
-from app.schemas import ItemCreate, ItemPublic, ItemsPublic, ItemUpdate, Message, changes, item_public
+from app.schemas import PAGE_MAX, ItemCreate, ItemPublic, ItemsPublic, ItemUpdate, Message, changes, item_public
 from app.services import ItemService, provide_item_service
 from db.models import User
 
-Skip = Annotated[int, Parameter(ge=0)]
-Limit = Annotated[int, Parameter(ge=0)]
+Skip = Annotated[int, Parameter(ge=0, le=PAGE_MAX)]
+Limit = Annotated[int, Parameter(ge=0, le=PAGE_MAX)]
 
 
 class ItemsController(Controller):

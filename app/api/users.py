@@ -14,6 +14,7 @@ from app.auth import EXCLUDE_FROM_AUTH, requires_superuser
 from app.config import Settings
 from app.ratelimit import RateLimiter
 from app.schemas import (
+    PAGE_MAX,
     Message,
     UpdatePassword,
     UserCreate,
@@ -28,8 +29,8 @@ from app.schemas import (
 from app.services import BadRequest, UserService, provide_user_service
 from db.models import User
 
-Skip = Annotated[int, Parameter(ge=0)]
-Limit = Annotated[int, Parameter(ge=0)]
+Skip = Annotated[int, Parameter(ge=0, le=PAGE_MAX)]
+Limit = Annotated[int, Parameter(ge=0, le=PAGE_MAX)]
 USER_DELETED = "User deleted successfully"
 
 

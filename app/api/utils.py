@@ -5,12 +5,16 @@ from typing import Annotated
 from litestar import Controller, Response, get, post
 from litestar.background_tasks import BackgroundTask
 from litestar.di import NamedDependency
+from litestar.openapi import ResponseSpec
 from litestar.params import Parameter
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import emails
 from app.auth import EXCLUDE_FROM_AUTH, requires_superuser
 from app.config import Settings
-from app.schemas import EMAIL_PATTERN, Message
+from app.database import ping
+from app.errors import DATABASE_UNAVAILABLE
+from app.schemas import EMAIL_PATTERN, HTTPError, Message, Readiness
 
 
 class UtilsController(Controller):
@@ -35,3 +39,14 @@ class UtilsController(Controller):
     async def health_check(self) -> bool:
         """Liveness: the process answers. See `/utils/ready` for the database."""
         return True
+
+    @get(
+        "/ready",
+        opt={EXCLUDE_FROM_AUTH: True},
+        cache=False,
+        responses={503: ResponseSpec(HTTPError, description=DATABASE_UNAVAILABLE)},
+    )
+    async def ready(self, settings: NamedDependency[Settings], db_session: NamedDependency[AsyncSession]) -> Readiness:
+        """Readiness: 200 when the database answers, 503 until it does (for load balancers and orchestrators)."""
+        await ping(db_session, settings.DB_CONNECT_TIMEOUT)
+        return Readiness()
