@@ -91,6 +91,8 @@ def request_logging(app: ASGIApp) -> ASGIApp:
             status = getattr(exc, "status_code", 500)
             raise
         finally:
+            # No unbinding: each request runs in a task of its own, with its own copy of the context, and the
+            # app-level exception handler (outside this middleware) still logs with the request id.
             access_log.info(
                 "request",
                 method=scope.get("method"),
@@ -98,6 +100,5 @@ def request_logging(app: ASGIApp) -> ASGIApp:
                 status=status,
                 duration_ms=round((time.perf_counter() - started) * 1000, 2),
             )
-            structlog.contextvars.unbind_contextvars("request_id", "user_id")
 
     return middleware

@@ -62,11 +62,18 @@ _AUTH_ERRORS = {
 _SUPERUSER_ERRORS = {"403": "The user doesn't have enough privileges"}
 # The `{"detail": "..."}` answers of each route's own rules (the contract's table).
 _ROUTE_ERRORS: dict[str, dict[str, str]] = {
-    "login-login_access_token": {"400": "Incorrect email or password / Inactive user"},
+    "login-login_access_token": {
+        "400": "Incorrect email or password / Inactive user",
+        "429": "Too many failed logins for this account or client",
+    },
+    "login-recover_password": {"429": "Too many recovery requests for this address or client"},
     "login-reset_password": {"400": "Invalid token / Inactive user"},
     "login-recover_password_html_content": {"404": "The user with this username does not exist in the system."},
     "users-create_user": {"400": "The user with this email already exists in the system."},
-    "users-register_user": {"400": "The user with this email already exists in the system"},
+    "users-register_user": {
+        "400": "The user with this email already exists in the system",
+        "429": "Too many signups from this client (when enabled)",
+    },
     "private-create_user": {"400": "The user with this email already exists in the system"},
     "users-update_user_me": {"409": "User with this email already exists"},
     "users-delete_user_me": {"403": "Super users are not allowed to delete themselves"},

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
+from advanced_alchemy.exceptions import DuplicateKeyError
 from advanced_alchemy.filters import LimitOffset, OrderBy, StatementFilter
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
@@ -79,7 +80,11 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
             raise BadRequest(duplicate_message)
         password = fields.pop("password")
         fields["hashed_password"] = await security.hash_password(password)
-        return await self.repository.add(User(**fields))
+        try:
+            return await self.repository.add(User(**fields))
+        except DuplicateKeyError:
+            # Lost a race with a concurrent request for the same email: the same answer as the check above.
+            raise BadRequest(duplicate_message) from None
 
     async def apply_changes(self, user: User, changes: dict[str, Any]) -> User:
         """Apply a partial update. A new password or a deactivation revokes the user's tokens."""
@@ -94,7 +99,10 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
             user.token_version += 1
         for name, value in changes.items():
             setattr(user, name, value)
-        return await self.repository.update(user)
+        try:
+            return await self.repository.update(user)
+        except DuplicateKeyError:
+            raise Conflict("User with this email already exists") from None
 
     async def set_password(self, user: User, new_password: str) -> None:
         await self.apply_changes(user, {"password": new_password})

@@ -317,3 +317,21 @@ def test_private_route_creates_a_user_that_can_log_in(client: httpx.Client) -> N
     login(client, email, "password123")
     duplicate = client.post("/private/users/", json={"email": email, "password": "password123", "full_name": "P"})
     assert duplicate.status_code == 400
+
+
+def test_concurrent_signups_for_one_email_create_one_account(served: Served) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    email = random_email()
+
+    def signup(_: int) -> httpx.Response:
+        with served.client() as http:
+            return http.post("/users/signup", json={"email": email, "password": "password123"})
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        responses = list(pool.map(signup, range(8)))
+    statuses = sorted(response.status_code for response in responses)
+    assert statuses == [200] + [400] * 7
+    for response in responses:
+        if response.status_code == 400:
+            assert response.json() == {"detail": "The user with this email already exists in the system"}
