@@ -104,8 +104,8 @@ def test_changethis_only_warns_in_local() -> None:
 def test_dotenv_is_read_and_the_environment_wins(tmp_path: Path) -> None:
     env_file = tmp_path / ".env"
     env_file.write_text(
-        "# comment\nENVIRONMENT=local  # inline comment\nPROJECT_NAME='From Dotenv'\nexport SMTP_PORT=2525\nSECRET_KEY=file-secret\n"
-        "FIRST_SUPERUSER_PASSWORD=p\n"
+        "# comment\nENVIRONMENT=local  # inline comment\nPROJECT_NAME='From Dotenv'\n"
+        "export SMTP_PORT=2525\nSECRET_KEY=file-secret\nFIRST_SUPERUSER_PASSWORD=p\n"
     )
     settings = settings_from({"SECRET_KEY": "env-secret"}, env_file)
     assert settings.PROJECT_NAME == "From Dotenv"
