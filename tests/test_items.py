@@ -6,7 +6,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from tests.conftest import Account
+from tests.conftest import Account, Served
 
 UserFactory = Callable[..., Account]
 
@@ -153,3 +153,26 @@ def test_delete_item(client: httpx.Client, user: Account, superuser_headers: dic
 def test_items_routes_need_a_token(client: httpx.Client) -> None:
     for response in (client.get("/items/"), client.post("/items/", json={"title": "x"})):
         assert response.status_code == 401
+
+
+def test_listing_is_one_query_for_the_page_and_count(served: Served, user: Account) -> None:
+    from sqlalchemy import event
+
+    from app.main import create_app
+    from tests.conftest import LiveServer, make_settings
+
+    app = create_app(make_settings(served.database.url))
+    statements: list[str] = []
+    engine = app.state.db_config.get_engine().sync_engine
+    event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    with LiveServer(app) as server, httpx.Client(base_url=server.url + "/api/v1") as http:
+        for n in range(30):
+            http.post("/items/", json={"title": f"row {n}"}, headers=user.headers)
+        statements.clear()
+        page = http.get("/items/", params={"limit": 100}, headers=user.headers).json()
+        assert (len(page["data"]), page["count"]) == (30, 30)
+        # One statement authenticates the caller, one reads the page with its total count.
+        assert len(statements) == 2, statements
+        statements.clear()
+        assert http.get("/items/", params={"skip": 100}, headers=user.headers).json() == {"data": [], "count": 30}
+        assert len(statements) == 3, statements
