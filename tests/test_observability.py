@@ -1,0 +1,66 @@
+"""Logs are one JSON object per line outside `local`; Sentry starts only when configured outside `local`."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+SCRIPT = """
+import json, logging, sys
+import structlog
+from app.config import load_settings
+from app.observability import configure_logging, init_sentry
+settings = load_settings(environ=json.loads(sys.argv[1]), env_file=None)
+configure_logging(settings)
+init_sentry(settings)
+import sentry_sdk
+structlog.get_logger("probe").warning("hello", answer=42)
+try:
+    raise ValueError("boom")
+except ValueError:
+    structlog.get_logger("probe").exception("failed")
+print("SENTRY", sentry_sdk.get_client().is_active(), file=sys.stderr)
+"""
+
+
+def run_probe(**environ: str) -> tuple[list[str], str]:
+    base = {"SECRET_KEY": "s", "FIRST_SUPERUSER_PASSWORD": "p", "POSTGRES_PASSWORD": "p"}
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT, json.dumps({**base, **environ})],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout.strip().splitlines(), result.stderr
+
+
+def test_json_lines_outside_local() -> None:
+    lines, _ = run_probe(ENVIRONMENT="production")
+    events = [json.loads(line) for line in lines]
+    assert events[0]["event"] == "hello"
+    assert events[0]["answer"] == 42
+    assert events[0]["level"] == "warning"
+    assert "timestamp" in events[0]
+    assert "ValueError: boom" in events[1]["exception"]
+
+
+def test_pretty_console_in_local() -> None:
+    lines, _ = run_probe(ENVIRONMENT="local")
+    assert "hello" in lines[0]
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(lines[0])
+
+
+@pytest.mark.parametrize(("environment", "active"), [("production", True), ("staging", True), ("local", False)])
+def test_sentry_only_with_a_dsn_outside_local(environment: str, active: bool) -> None:
+    _, stderr = run_probe(ENVIRONMENT=environment, SENTRY_DSN="http://public@127.0.0.1:9/1")
+    assert f"SENTRY {active}" in stderr
+
+
+def test_no_sentry_without_a_dsn() -> None:
+    _, stderr = run_probe(ENVIRONMENT="production")
+    assert "SENTRY False" in stderr
