@@ -52,7 +52,11 @@ def configure_logging(settings: Settings) -> None:
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(settings.LOG_LEVEL.upper())
-    # uvicorn's own access log would duplicate ours (and has no request id).
+    # uvicorn's own lines (start-up, shutdown, errors) go through the same renderer; its access log would
+    # duplicate ours (and has no request id).
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).handlers = []
+        logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").disabled = True
 
 
