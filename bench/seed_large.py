@@ -108,6 +108,7 @@ async def seed(dsn: str, users: int = 10_000, items: int = 1_000_000) -> float:
                        seed_owner.id, now() - interval '20 days' + n * interval '1 millisecond'
                 FROM generate_series(0, $1::int - 1) AS n
                 JOIN seed_owner ON seed_owner.slot = n % $2::int
+                ORDER BY n
                 """,
                 items,
                 users,

@@ -18,11 +18,38 @@ function setup(thread)
 end
 
 non2xx = 0
+per_second = {} -- completed responses by wall-clock second: a stall shows as an empty second
 
 function response(status, headers, body)
   if status < 200 or status > 299 then
     non2xx = non2xx + 1
   end
+  local now = os.time()
+  per_second[now] = (per_second[now] or 0) + 1
+end
+
+-- The fewest and the mean responses in one second, over the whole seconds of the run (not the first or last).
+local function per_second_stats()
+  local seconds, first, last = {}, nil, nil
+  for _, thread in ipairs(threads) do
+    for second, count in pairs(thread:get("per_second") or {}) do
+      seconds[second] = (seconds[second] or 0) + count
+      first = math.min(first or second, second)
+      last = math.max(last or second, second)
+    end
+  end
+  local fewest, total, whole = -1, 0, 0
+  if first then
+    for second = first + 1, last - 1 do
+      local count = seconds[second] or 0
+      if fewest < 0 or count < fewest then
+        fewest = count
+      end
+      total = total + count
+      whole = whole + 1
+    end
+  end
+  return fewest, whole > 0 and total / whole or -1
 end
 
 function done(summary, latency, requests)
@@ -30,11 +57,13 @@ function done(summary, latency, requests)
   for _, thread in ipairs(threads) do
     non = non + (thread:get("non2xx") or 0)
   end
+  local fewest, mean = per_second_stats()
   local e = summary.errors
   io.write(string.format(
     'BENCH_JSON {"requests": %d, "duration_us": %d, "non2xx": %d, "connect": %d, "read": %d, "write": %d, '
-      .. '"timeout": %d, "p50_us": %d, "p90_us": %d, "p99_us": %d, "max_us": %d, "mean_us": %.1f}\n',
+      .. '"timeout": %d, "p50_us": %d, "p90_us": %d, "p99_us": %d, "max_us": %d, "mean_us": %.1f, '
+      .. '"fewest_per_second": %d, "mean_per_second": %.1f}\n',
     summary.requests, summary.duration, non, e.connect, e.read, e.write, e.timeout,
-    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max, latency.mean
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max, latency.mean, fewest, mean
   ))
 end
