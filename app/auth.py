@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import structlog
-from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig
 from litestar.connection import ASGIConnection
 from litestar.exceptions import (
     HTTPException,
@@ -19,7 +18,7 @@ from litestar.types import ASGIApp
 
 from app import security
 from app.config import Settings
-from db.models import User
+from db.queries import HotPath, UserRow
 
 EXCLUDE_FROM_AUTH = "exclude_from_auth"
 NOT_AUTHENTICATED = "Not authenticated"
@@ -31,10 +30,10 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
     401 no bearer token, 403 a token that fails verification (or was revoked), 404 its user is gone,
     400 its user is inactive."""
 
-    def __init__(self, app: ASGIApp, settings: Settings, db_config: SQLAlchemyAsyncConfig, **kwargs: Any) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, hot_path: HotPath, **kwargs: Any) -> None:
         super().__init__(app, exclude_from_auth_key=EXCLUDE_FROM_AUTH, exclude_http_methods=["OPTIONS"], **kwargs)
         self.settings = settings
-        self.db_config = db_config
+        self.hot_path = hot_path
 
     async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
         scheme, _, token = connection.headers.get("authorization", "").partition(" ")
@@ -45,8 +44,7 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
             user_id, token_version = security.decode_access_token(token, self.settings.SECRET_KEY)
         except security.InvalidTokenError:
             raise PermissionDeniedException(INVALID_CREDENTIALS) from None
-        session = self.db_config.provide_session(connection.app.state, connection.scope)
-        user = await session.get(User, user_id)
+        user = await self.hot_path.user(user_id)
         if user is None:
             raise NotFoundException("User not found")
         if not user.is_active:
@@ -58,10 +56,10 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
         return AuthenticationResult(user=user, auth=token)
 
 
-def auth_middleware(settings: Settings, db_config: SQLAlchemyAsyncConfig) -> DefineMiddleware:
-    return DefineMiddleware(BearerAuthMiddleware, settings=settings, db_config=db_config)
+def auth_middleware(settings: Settings, hot_path: HotPath) -> DefineMiddleware:
+    return DefineMiddleware(BearerAuthMiddleware, settings=settings, hot_path=hot_path)
 
 
-def requires_superuser(connection: ASGIConnection[Any, User, Any, Any], _: BaseRouteHandler) -> None:
+def requires_superuser(connection: ASGIConnection[Any, UserRow, Any, Any], _: BaseRouteHandler) -> None:
     if not connection.user.is_superuser:
         raise PermissionDeniedException("The user doesn't have enough privileges")

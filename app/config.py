@@ -49,7 +49,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     FIRST_SUPERUSER_PASSWORD: str = DEV_SECRET
     # --- ours ---
     DATABASE_URL: str | None = None
-    DB_POOL_SIZE: int = 10
+    DB_POOL_SIZE: int = 20
     DB_CONNECT_TIMEOUT: float = 3.0
     DB_COMMAND_TIMEOUT: float = 5.0
     LOG_LEVEL: str = "INFO"

@@ -33,7 +33,8 @@ def engine_config(settings: Settings) -> EngineConfig:
         return EngineConfig(connect_args={"timeout": 30})
     return EngineConfig(
         pool_size=settings.DB_POOL_SIZE,
-        max_overflow=settings.DB_POOL_SIZE,
+        # Overflow connections are closed on return: a small margin, not a second pool that churns under load.
+        max_overflow=settings.DB_POOL_SIZE // 2,
         pool_timeout=max(1, round(settings.DB_CONNECT_TIMEOUT)),
         pool_pre_ping=False,
         connect_args={

@@ -28,10 +28,11 @@ from app.errors import exception_handlers
 from app.observability import configure_logging, init_sentry, request_logging
 from app.openapi import SECURITY_SCHEME, openapi_fixups, operation_id
 from app.ratelimit import RateLimiter
-from db.models import User
+from app.services import ItemReads
+from db.queries import HotPath, UserRow
 
 
-async def provide_current_user(request: Request[User, Any, Any]) -> User:
+async def provide_current_user(request: Request[UserRow, Any, Any]) -> UserRow:
     return request.user
 
 
@@ -47,6 +48,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
     configure_logging(settings)
     init_sentry(settings)
     db_config = sqlalchemy_config(settings)
+    hot_path = HotPath(db_config.get_engine())
+    item_reads = ItemReads(hot_path)
     # Shared by every worker and replica through Redis when configured; per process otherwise.
     store = (
         RedisStore.with_client(url=settings.REDIS_URL, namespace=settings.REDIS_NAMESPACE)
@@ -67,8 +70,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "settings": Provide(lambda: settings, sync_to_thread=False, use_cache=True),
             "rate_limiter": Provide(lambda: rate_limiter, sync_to_thread=False, use_cache=True),
             "current_user": Provide(provide_current_user),
+            "item_reads": Provide(lambda: item_reads, sync_to_thread=False, use_cache=True),
         },
-        middleware=[request_logging, auth_middleware(settings, db_config)],
+        middleware=[request_logging, auth_middleware(settings, hot_path)],
         exception_handlers=exception_handlers,
         cors_config=CORSConfig(
             allow_origins=settings.all_cors_origins,

@@ -6,16 +6,17 @@ from typing import Any
 from uuid import UUID
 
 from advanced_alchemy.exceptions import DuplicateKeyError
-from advanced_alchemy.filters import LimitOffset, OrderBy, StatementFilter
+from advanced_alchemy.filters import LimitOffset, OrderBy
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException, NotFoundException, PermissionDeniedException
-from sqlalchemy import ColumnElement, delete, func
+from sqlalchemy import delete, func
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import security
 from db.models import Item, User
+from db.queries import HotPath, ItemRow, UserRow
 
 NOT_ENOUGH_PRIVILEGES = "The user doesn't have enough privileges"
 
@@ -36,20 +37,9 @@ class ItemRepository(SQLAlchemyAsyncRepository[Item]):
     model_type = Item
 
 
-def newest_first(limit: int, skip: int) -> tuple[StatementFilter, StatementFilter]:
-    return LimitOffset(limit=limit, offset=skip), OrderBy(field_name="created_at", sort_order="desc")
-
-
-async def page_and_count(
-    repository: SQLAlchemyAsyncRepository[Any], skip: int, limit: int, *where: ColumnElement[bool]
-) -> tuple[list[Any], int]:
-    """One round trip (window count) for a page with rows; an extra count only when the page is empty."""
-    rows, count = await repository.get_many_and_count(
-        *newest_first(limit, skip), *where, count_with_window_function=True
-    )
-    if not rows and (skip > 0 or limit == 0):
-        count = await repository.count(*where)
-    return list(rows), count
+def check_item_access(owner_id: UUID, caller: UserRow) -> None:
+    if not caller.is_superuser and owner_id != caller.id:
+        raise PermissionDeniedException("Not enough permissions")
 
 
 class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
@@ -72,7 +62,13 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
         return user
 
     async def list_page(self, skip: int, limit: int) -> tuple[list[User], int]:
-        return await page_and_count(self.repository, skip, limit)
+        """Newest first, with the total (a separate count: a window count would read every row)."""
+        rows, count = await self.repository.get_many_and_count(
+            LimitOffset(limit=limit, offset=skip),
+            OrderBy(field_name="created_at", sort_order="desc"),
+            count_with_window_function=False,
+        )
+        return list(rows), count
 
     async def create_account(self, fields: dict[str, Any], duplicate_message: str) -> User:
         email = str(fields["email"])
@@ -81,7 +77,8 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
         password = fields.pop("password")
         fields["hashed_password"] = await security.hash_password(password)
         try:
-            return await self.repository.add(User(**fields))
+            # id and created_at are set here, not by the database: no need to read the row back.
+            return await self.repository.add(User(**fields), auto_refresh=False)
         except DuplicateKeyError:
             # Lost a race with a concurrent request for the same email: the same answer as the check above.
             raise BadRequest(duplicate_message) from None
@@ -107,7 +104,7 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
     async def set_password(self, user: User, new_password: str) -> None:
         await self.apply_changes(user, {"password": new_password})
 
-    async def get_for_caller(self, user_id: UUID, caller: User) -> User:
+    async def get_for_caller(self, user_id: UUID, caller: UserRow) -> User | UserRow:
         if user_id == caller.id:
             return caller
         if not caller.is_superuser:
@@ -123,7 +120,7 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
             raise NotFoundException(message)
         return user
 
-    async def remove(self, user: User, caller: User) -> None:
+    async def remove(self, user: User, caller: UserRow) -> None:
         if user.id == caller.id and user.is_superuser:
             raise PermissionDeniedException("Super users are not allowed to delete themselves")
         # Explicit, so SQLite (whose foreign keys are off by default) loses no less than PostgreSQL's cascade.
@@ -132,22 +129,16 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
 
 
 class ItemService(SQLAlchemyAsyncRepositoryService[Item, ItemRepository]):
+    """Item changes that load, check and modify a row in the request's transaction."""
+
     repository_type = ItemRepository
 
-    async def list_page(self, caller: User, skip: int, limit: int) -> tuple[list[Item], int]:
-        where = [] if caller.is_superuser else [Item.owner_id == caller.id]
-        return await page_and_count(self.repository, skip, limit, *where)
-
-    async def create_for(self, owner: User, fields: dict[str, Any]) -> Item:
-        return await self.repository.add(Item(**fields, owner_id=owner.id))
-
-    async def get_for_caller(self, item_id: UUID, caller: User) -> Item:
+    async def get_for_caller(self, item_id: UUID, caller: UserRow) -> Item:
         """Existence first (404), then ownership (403)."""
         item = await self.repository.get_one_or_none(Item.id == item_id)
         if item is None:
             raise NotFoundException("Item not found")
-        if not caller.is_superuser and item.owner_id != caller.id:
-            raise PermissionDeniedException("Not enough permissions")
+        check_item_access(item.owner_id, caller)
         return item
 
     async def apply_changes(self, item: Item, changes: dict[str, Any]) -> Item:
@@ -157,6 +148,28 @@ class ItemService(SQLAlchemyAsyncRepositoryService[Item, ItemRepository]):
 
     async def remove(self, item: Item) -> None:
         await self.repository.delete(item.id)
+
+
+class ItemReads:
+    """The hot item requests, one statement each (db/queries.py): list, read and create."""
+
+    def __init__(self, hot_path: HotPath) -> None:
+        self.hot_path = hot_path
+
+    async def list_page(self, caller: UserRow, skip: int, limit: int) -> tuple[list[ItemRow], int]:
+        """Items visible to the caller: all of them for a superuser."""
+        return await self.hot_path.items_page(None if caller.is_superuser else caller.id, skip, limit)
+
+    async def read(self, item_id: UUID, caller: UserRow) -> ItemRow:
+        """Existence first (404), then ownership (403)."""
+        item = await self.hot_path.item(item_id)
+        if item is None:
+            raise NotFoundException("Item not found")
+        check_item_access(item.owner_id, caller)
+        return item
+
+    async def create(self, owner: UserRow, title: str, description: str | None) -> ItemRow:
+        return await self.hot_path.add_item(owner.id, title, description)
 
 
 async def provide_user_service(db_session: NamedDependency[AsyncSession]) -> UserService:

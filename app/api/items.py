@@ -8,8 +8,8 @@ from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, JSONBody, Parameter
 
 from app.schemas import PAGE_MAX, ItemCreate, ItemPublic, ItemsPublic, ItemUpdate, Message, changes, item_public
-from app.services import ItemService, provide_item_service
-from db.models import User
+from app.services import ItemReads, ItemService, provide_item_service
+from db.queries import UserRow
 
 Skip = Annotated[int, Parameter(ge=0, le=PAGE_MAX)]
 Limit = Annotated[int, Parameter(ge=0, le=PAGE_MAX)]
@@ -23,34 +23,34 @@ class ItemsController(Controller):
     @get("/")
     async def read_items(
         self,
-        items: NamedDependency[ItemService],
-        current_user: NamedDependency[User],
+        item_reads: NamedDependency[ItemReads],
+        current_user: NamedDependency[UserRow],
         skip: Skip = 0,
         limit: Limit = 100,
     ) -> ItemsPublic:
         """Items visible to the caller (all of them for a superuser), newest first."""
-        rows, count = await items.list_page(current_user, skip, limit)
+        rows, count = await item_reads.list_page(current_user, skip, limit)
         return ItemsPublic(data=[item_public(row) for row in rows], count=count)
 
     @post("/", status_code=200)
     async def create_item(
-        self, items: NamedDependency[ItemService], current_user: NamedDependency[User], data: JSONBody[ItemCreate]
+        self, item_reads: NamedDependency[ItemReads], current_user: NamedDependency[UserRow], data: JSONBody[ItemCreate]
     ) -> ItemPublic:
         """Create an item owned by the caller."""
-        return item_public(await items.create_for(current_user, changes(data)))
+        return item_public(await item_reads.create(current_user, data.title, data.description))
 
     @get("/{id:str}")
     async def read_item(
-        self, items: NamedDependency[ItemService], current_user: NamedDependency[User], id: FromPath[UUID]
+        self, item_reads: NamedDependency[ItemReads], current_user: NamedDependency[UserRow], id: FromPath[UUID]
     ) -> ItemPublic:
         """One item, if the caller owns it or is a superuser."""
-        return item_public(await items.get_for_caller(id, current_user))
+        return item_public(await item_reads.read(id, current_user))
 
     @put("/{id:str}")
     async def update_item(
         self,
         items: NamedDependency[ItemService],
-        current_user: NamedDependency[User],
+        current_user: NamedDependency[UserRow],
         id: FromPath[UUID],
         data: JSONBody[ItemUpdate],
     ) -> ItemPublic:
@@ -60,7 +60,7 @@ class ItemsController(Controller):
 
     @delete("/{id:str}", status_code=200)
     async def delete_item(
-        self, items: NamedDependency[ItemService], current_user: NamedDependency[User], id: FromPath[UUID]
+        self, items: NamedDependency[ItemService], current_user: NamedDependency[UserRow], id: FromPath[UUID]
     ) -> Message:
         """Delete an item."""
         await items.remove(await items.get_for_caller(id, current_user))

@@ -17,6 +17,7 @@ from app.ratelimit import RateLimiter
 from app.schemas import LoginForm, Message, NewPassword, Token, UserPublic, user_public
 from app.services import BadRequest, UserService, provide_user_service
 from db.models import User
+from db.queries import UserRow
 
 RECOVERY_SENT = "If that email is registered, we sent a password recovery link"
 MINUTE, HOUR = 60, 3600
@@ -26,7 +27,7 @@ def client_address(request: Request[Any, Any, Any]) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def reset_token_for(settings: NamedDependency[Settings], user: User) -> str:
+def reset_token_for(settings: Settings, user: User) -> str:
     expires = timedelta(hours=settings.EMAIL_RESET_TOKEN_EXPIRE_HOURS)
     return security.create_reset_token(user.email, user.hashed_password, settings.SECRET_KEY, expires)
 
@@ -62,7 +63,7 @@ class LoginController(Controller):
         )
 
     @post("/login/test-token", status_code=200)
-    async def test_token(self, current_user: NamedDependency[User]) -> UserPublic:
+    async def test_token(self, current_user: NamedDependency[UserRow]) -> UserPublic:
         """Test access token."""
         return user_public(current_user)
 

@@ -27,7 +27,7 @@ from app.schemas import (
     user_public,
 )
 from app.services import BadRequest, UserService, provide_user_service
-from db.models import User
+from db.queries import UserRow
 
 Skip = Annotated[int, Parameter(ge=0, le=PAGE_MAX)]
 Limit = Annotated[int, Parameter(ge=0, le=PAGE_MAX)]
@@ -58,26 +58,32 @@ class UsersController(Controller):
         return Response(user_public(user), background=background)
 
     @get("/me")
-    async def read_user_me(self, current_user: NamedDependency[User]) -> UserPublic:
+    async def read_user_me(self, current_user: NamedDependency[UserRow]) -> UserPublic:
         """The caller."""
         return user_public(current_user)
 
     @patch("/me")
     async def update_user_me(
-        self, users: NamedDependency[UserService], current_user: NamedDependency[User], data: JSONBody[UserUpdateMe]
+        self, users: NamedDependency[UserService], current_user: NamedDependency[UserRow], data: JSONBody[UserUpdateMe]
     ) -> UserPublic:
         """Change the caller's name or email."""
-        return user_public(await users.apply_changes(current_user, changes(data)))
+        user = await users.get_or_404(current_user.id, "User not found")
+        return user_public(await users.apply_changes(user, changes(data)))
 
     @delete("/me", status_code=200)
-    async def delete_user_me(self, users: NamedDependency[UserService], current_user: NamedDependency[User]) -> Message:
+    async def delete_user_me(
+        self, users: NamedDependency[UserService], current_user: NamedDependency[UserRow]
+    ) -> Message:
         """Delete the caller and their items."""
-        await users.remove(current_user, current_user)
+        await users.remove(await users.get_or_404(current_user.id, "User not found"), current_user)
         return Message(message=USER_DELETED)
 
     @patch("/me/password")
     async def update_password_me(
-        self, users: NamedDependency[UserService], current_user: NamedDependency[User], data: JSONBody[UpdatePassword]
+        self,
+        users: NamedDependency[UserService],
+        current_user: NamedDependency[UserRow],
+        data: JSONBody[UpdatePassword],
     ) -> Message:
         """Change the caller's password. Tokens issued before stop working."""
         matches, _ = await security.verify_password(data.current_password, current_user.hashed_password)
@@ -85,7 +91,7 @@ class UsersController(Controller):
             raise BadRequest("Incorrect password")
         if data.current_password == data.new_password:
             raise BadRequest("New password cannot be the same as the current one")
-        await users.set_password(current_user, data.new_password)
+        await users.set_password(await users.get_or_404(current_user.id, "User not found"), data.new_password)
         return Message(message="Password updated successfully")
 
     @post("/signup", status_code=200, opt={EXCLUDE_FROM_AUTH: True})
@@ -104,7 +110,7 @@ class UsersController(Controller):
 
     @get("/{user_id:str}")
     async def read_user_by_id(
-        self, users: NamedDependency[UserService], current_user: NamedDependency[User], user_id: FromPath[UUID]
+        self, users: NamedDependency[UserService], current_user: NamedDependency[UserRow], user_id: FromPath[UUID]
     ) -> UserPublic:
         """A user: the caller themselves, or anyone for a superuser."""
         return user_public(await users.get_for_caller(user_id, current_user))
@@ -119,7 +125,7 @@ class UsersController(Controller):
 
     @delete("/{user_id:str}", status_code=200, guards=[requires_superuser])
     async def delete_user(
-        self, users: NamedDependency[UserService], current_user: NamedDependency[User], user_id: FromPath[UUID]
+        self, users: NamedDependency[UserService], current_user: NamedDependency[UserRow], user_id: FromPath[UUID]
     ) -> Message:
         """Delete a user and their items."""
         user = await users.get_or_404(user_id, "User not found")
