@@ -32,7 +32,7 @@ from app.services import ItemReads
 from db.queries import HotPath, UserRow
 
 
-async def provide_current_user(request: Request[UserRow, Any, Any]) -> UserRow:
+def provide_current_user(request: Request[UserRow, Any, Any]) -> UserRow:
     return request.user
 
 
@@ -69,7 +69,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         dependencies={
             "settings": Provide(lambda: settings, sync_to_thread=False, use_cache=True),
             "rate_limiter": Provide(lambda: rate_limiter, sync_to_thread=False, use_cache=True),
-            "current_user": Provide(provide_current_user),
+            "current_user": Provide(provide_current_user, sync_to_thread=False),
             "item_reads": Provide(lambda: item_reads, sync_to_thread=False, use_cache=True),
         },
         middleware=[request_logging, auth_middleware(settings, hot_path)],
