@@ -33,8 +33,9 @@ def engine_config(settings: Settings) -> EngineConfig:
         return EngineConfig(connect_args={"timeout": 30})
     return EngineConfig(
         pool_size=settings.DB_POOL_SIZE,
-        # Overflow connections are closed on return: a small margin, not a second pool that churns under load.
-        max_overflow=settings.DB_POOL_SIZE // 2,
+        # A fixed pool: overflow connections are closed on return and reopened at the next burst (bench/ saw
+        # hundreds a minute, each a handshake in some request's latency); a request waits for a free one instead.
+        max_overflow=0,
         pool_timeout=max(1, round(settings.DB_CONNECT_TIMEOUT)),
         pool_pre_ping=False,
         connect_args={
