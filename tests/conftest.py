@@ -25,7 +25,7 @@ from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from app.cli import create_first_superuser, migrate
+from app.cli import prestart
 from app.config import Settings, load_settings
 from app.database import sqlalchemy_config
 from app.main import create_app
@@ -113,9 +113,7 @@ def database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     else:
         url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('sqlite') / 'test.db'}"
     settings = make_settings(url)
-    config = sqlalchemy_config(settings)
-    migrate(config)
-    run(create_first_superuser(config, settings))
+    prestart(sqlalchemy_config(settings), settings)  # as `just serve` does
     return Database(url)
 
 

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from sqlalchemy import make_url
 
-from app.cli import create_first_superuser, migrate
+from app.cli import prestart
 from app.database import sqlalchemy_config
 from app.errors import DATABASE_UNAVAILABLE
 from tests.conftest import (
@@ -34,7 +34,6 @@ from tests.conftest import (
     free_port,
     login,
     make_settings,
-    run,
 )
 
 TIMEOUTS = {"DB_CONNECT_TIMEOUT": "1", "DB_COMMAND_TIMEOUT": "1"}
@@ -128,9 +127,7 @@ def proxied() -> Iterator[ProxiedService]:
     url = create_postgres_database()
     try:
         settings = make_settings(url)
-        config = sqlalchemy_config(settings)
-        migrate(config)
-        run(create_first_superuser(config, settings))
+        prestart(sqlalchemy_config(settings), settings)  # as `just serve` does
         upstream = make_url(url)
         with TcpProxy(upstream.host or "127.0.0.1", upstream.port or 5432) as proxy:
             proxied_url = upstream.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
@@ -225,9 +222,7 @@ def migrated_database() -> Iterator[str]:
     url = create_postgres_database()
     try:
         settings = make_settings(url)
-        config = sqlalchemy_config(settings)
-        migrate(config)
-        run(create_first_superuser(config, settings))
+        prestart(sqlalchemy_config(settings), settings)  # as `just serve` does
         yield url
     finally:
         drop_postgres_database(url)

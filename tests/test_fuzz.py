@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.cli import create_first_superuser, migrate
+from app.cli import prestart
 from app.database import sqlalchemy_config
 from tests.conftest import (
     ENGINES,
@@ -29,7 +29,6 @@ from tests.conftest import (
     drop_postgres_database,
     login,
     make_settings,
-    run,
 )
 
 
@@ -65,9 +64,7 @@ def fuzz_target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
         url = f"sqlite+aiosqlite:///{Path(tmp_path_factory.mktemp('fuzz')) / 'fuzz.db'}"
     try:
         settings = make_settings(url)
-        config = sqlalchemy_config(settings)
-        migrate(config)
-        run(create_first_superuser(config, settings))
+        prestart(sqlalchemy_config(settings), settings)  # as `just serve` does
         with LiveServer(create_app(settings)) as server, httpx.Client(base_url=server.url + "/api/v1") as http:
             headers = login(http, SUPERUSER_EMAIL, SUPERUSER_PASSWORD)
             superuser = Caller(
