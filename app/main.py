@@ -28,7 +28,7 @@ from app.errors import exception_handlers
 from app.observability import configure_logging, init_sentry, request_logging
 from app.openapi import SECURITY_SCHEME, openapi_fixups, operation_id
 from app.ratelimit import RateLimiter
-from app.services import ItemReads
+from app.services import provide_item_reads
 from db.queries import HotPath, UserRow
 
 
@@ -49,7 +49,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
     init_sentry(settings)
     db_config = sqlalchemy_config(settings)
     hot_path = HotPath(db_config.get_engine())
-    item_reads = ItemReads(hot_path)
     # Shared by every worker and replica through Redis when configured; per process otherwise.
     store = (
         RedisStore.with_client(url=settings.REDIS_URL, namespace=settings.REDIS_NAMESPACE)
@@ -70,7 +69,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "settings": Provide(lambda: settings, sync_to_thread=False, use_cache=True),
             "rate_limiter": Provide(lambda: rate_limiter, sync_to_thread=False, use_cache=True),
             "current_user": Provide(provide_current_user, sync_to_thread=False),
-            "item_reads": Provide(lambda: item_reads, sync_to_thread=False, use_cache=True),
+            "item_reads": Provide(provide_item_reads, sync_to_thread=False),
         },
         middleware=[request_logging, auth_middleware(settings, hot_path)],
         exception_handlers=exception_handlers,
@@ -106,6 +105,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     )
     app.state.settings = settings
     app.state.db_config = db_config
+    app.state.hot_path = hot_path
     openapi_fixups(app)
     app.state.openapi_document = msgspec.json.encode(app.openapi_schema.to_schema())
     return app

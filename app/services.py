@@ -9,6 +9,7 @@ from advanced_alchemy.exceptions import DuplicateKeyError
 from advanced_alchemy.filters import LimitOffset, OrderBy
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
+from litestar import Request
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException, NotFoundException, PermissionDeniedException
 from sqlalchemy import delete, func
@@ -151,25 +152,33 @@ class ItemService(SQLAlchemyAsyncRepositoryService[Item, ItemRepository]):
 
 
 class ItemReads:
-    """The hot item requests, one statement each (db/queries.py): list, read and create."""
+    """The hot item requests of one caller, one statement each (db/queries.py): list, read and create.
 
-    def __init__(self, hot_path: HotPath) -> None:
+    Bound to the caller so that these handlers need a single dependency: Litestar resolves two independent
+    dependencies of a handler concurrently, in an anyio task group that cost ~10% of a request's CPU."""
+
+    def __init__(self, hot_path: HotPath, caller: UserRow) -> None:
         self.hot_path = hot_path
+        self.caller = caller
 
-    async def list_page(self, caller: UserRow, skip: int, limit: int) -> tuple[list[ItemRow], int]:
+    async def list_page(self, skip: int, limit: int) -> tuple[list[ItemRow], int]:
         """Items visible to the caller: all of them for a superuser."""
-        return await self.hot_path.items_page(None if caller.is_superuser else caller.id, skip, limit)
+        return await self.hot_path.items_page(None if self.caller.is_superuser else self.caller.id, skip, limit)
 
-    async def read(self, item_id: UUID, caller: UserRow) -> ItemRow:
+    async def read(self, item_id: UUID) -> ItemRow:
         """Existence first (404), then ownership (403)."""
         item = await self.hot_path.item(item_id)
         if item is None:
             raise NotFoundException("Item not found")
-        check_item_access(item.owner_id, caller)
+        check_item_access(item.owner_id, self.caller)
         return item
 
-    async def create(self, owner: UserRow, title: str, description: str | None) -> ItemRow:
-        return await self.hot_path.add_item(owner.id, title, description)
+    async def create(self, title: str, description: str | None) -> ItemRow:
+        return await self.hot_path.add_item(self.caller.id, title, description)
+
+
+def provide_item_reads(request: Request[UserRow, Any, Any]) -> ItemReads:
+    return ItemReads(request.app.state.hot_path, request.user)
 
 
 async def provide_user_service(db_session: NamedDependency[AsyncSession]) -> UserService:

@@ -24,27 +24,22 @@ class ItemsController(Controller):
     async def read_items(
         self,
         item_reads: NamedDependency[ItemReads],
-        current_user: NamedDependency[UserRow],
         skip: Skip = 0,
         limit: Limit = 100,
     ) -> ItemsPublic:
         """Items visible to the caller (all of them for a superuser), newest first."""
-        rows, count = await item_reads.list_page(current_user, skip, limit)
+        rows, count = await item_reads.list_page(skip, limit)
         return ItemsPublic(data=[item_public(row) for row in rows], count=count)
 
     @post("/", status_code=200)
-    async def create_item(
-        self, item_reads: NamedDependency[ItemReads], current_user: NamedDependency[UserRow], data: JSONBody[ItemCreate]
-    ) -> ItemPublic:
+    async def create_item(self, item_reads: NamedDependency[ItemReads], data: JSONBody[ItemCreate]) -> ItemPublic:
         """Create an item owned by the caller."""
-        return item_public(await item_reads.create(current_user, data.title, data.description))
+        return item_public(await item_reads.create(data.title, data.description))
 
     @get("/{id:str}")
-    async def read_item(
-        self, item_reads: NamedDependency[ItemReads], current_user: NamedDependency[UserRow], id: FromPath[UUID]
-    ) -> ItemPublic:
+    async def read_item(self, item_reads: NamedDependency[ItemReads], id: FromPath[UUID]) -> ItemPublic:
         """One item, if the caller owns it or is a superuser."""
-        return item_public(await item_reads.read(id, current_user))
+        return item_public(await item_reads.read(id))
 
     @put("/{id:str}")
     async def update_item(
