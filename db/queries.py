@@ -48,8 +48,7 @@ class ItemRow(msgspec.Struct, frozen=True):
 
 _ITEM_COLUMNS = (Item.title, Item.description, Item.id, Item.owner_id, Item.created_at)
 _NEWEST_FIRST = (Item.created_at.desc(), Item.id.desc())
-
-USER_BY_ID = select(
+_USER_COLUMNS = (
     User.id,
     User.email,
     User.is_active,
@@ -58,7 +57,14 @@ USER_BY_ID = select(
     User.hashed_password,
     User.token_version,
     User.created_at,
-).where(User.id == bindparam("id"))
+)
+USER_BY_ID = select(*_USER_COLUMNS).where(User.id == bindparam("id"))
+# The caller with the item a request names: an item id that matches nothing leaves the item columns null.
+USER_AND_ITEM = (
+    select(*_USER_COLUMNS, *(column.label(f"item_{column.key}") for column in _ITEM_COLUMNS))
+    .outerjoin(Item, Item.id == bindparam("item_id"))
+    .where(User.id == bindparam("id"))
+)
 ITEM_BY_ID = select(*_ITEM_COLUMNS).where(Item.id == bindparam("id"))
 # One owner's page carries its total (a window over the owner's index range); the unfiltered page of a
 # superuser does not, since a window count would read the whole table before the LIMIT.
@@ -88,12 +94,25 @@ class DatabaseUnavailable(ConnectionError):
 _CONNECTION_LOST = (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError)
 
 
-def _item(row: Mapping[str, Any]) -> ItemRow:
+def _item(row: Mapping[str, Any], prefix: str = "") -> ItemRow:
     return ItemRow(
-        title=row["title"],
-        description=row["description"],
+        title=row[prefix + "title"],
+        description=row[prefix + "description"],
+        id=row[prefix + "id"],
+        owner_id=row[prefix + "owner_id"],
+        created_at=row[prefix + "created_at"],
+    )
+
+
+def _user(row: Mapping[str, Any]) -> UserRow:
+    return UserRow(
         id=row["id"],
-        owner_id=row["owner_id"],
+        email=row["email"],
+        is_active=row["is_active"],
+        is_superuser=row["is_superuser"],
+        full_name=row["full_name"],
+        hashed_password=row["hashed_password"],
+        token_version=row["token_version"],
         created_at=row["created_at"],
     )
 
@@ -137,7 +156,15 @@ class HotPath:
 
     async def user(self, user_id: UUID) -> UserRow | None:
         rows = await self._rows(USER_BY_ID, {"id": user_id})
-        return UserRow(**rows[0]) if rows else None
+        return _user(rows[0]) if rows else None
+
+    async def user_and_item(self, user_id: UUID, item_id: UUID) -> tuple[UserRow | None, ItemRow | None]:
+        """Both in one round trip (no item without its user: a missing user answers before a missing item)."""
+        rows = await self._rows(USER_AND_ITEM, {"id": user_id, "item_id": item_id})
+        if not rows:
+            return None, None
+        row = rows[0]
+        return _user(row), (_item(row, prefix="item_") if row["item_id"] is not None else None)
 
     async def item(self, item_id: UUID) -> ItemRow | None:
         rows = await self._rows(ITEM_BY_ID, {"id": item_id})

@@ -1,7 +1,7 @@
 """The items routes, row by row of the contract."""
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -156,7 +156,9 @@ def test_items_routes_need_a_token(client: httpx.Client) -> None:
         assert response.status_code == 401
 
 
-def test_listing_is_one_query_for_the_page_and_count(served: Served, user: Account) -> None:
+@pytest.fixture
+def counted(served: Served) -> Iterator[tuple[httpx.Client, list[str]]]:
+    """A client of a server of its own whose statements reaching the database are recorded."""
     from sqlalchemy import event
 
     from app.main import create_app
@@ -174,13 +176,62 @@ def test_listing_is_one_query_for_the_page_and_count(served: Served, user: Accou
     else:
         event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
     with LiveServer(app) as server, httpx.Client(base_url=server.url + "/api/v1") as http:
-        for n in range(30):
-            http.post("/items/", json={"title": f"row {n}"}, headers=user.headers)
-        statements.clear()
-        page = http.get("/items/", params={"limit": 100}, headers=user.headers).json()
-        assert (len(page["data"]), page["count"]) == (30, 30)
-        # One statement authenticates the caller, one reads the page with its total count: no BEGIN/COMMIT.
-        assert len(statements) == 2, statements
-        statements.clear()
-        assert http.get("/items/", params={"skip": 100}, headers=user.headers).json() == {"data": [], "count": 30}
-        assert len(statements) == 3, statements
+        yield http, statements
+
+
+def sent_by(http: httpx.Client, statements: list[str], path: str, **kwargs: Any) -> tuple[httpx.Response, list[str]]:
+    """A GET and the statements it sent. asyncpg calls query loggers soon after a statement, possibly after the
+    response: a request through the server's event loop (the health check reads nothing) lets them land."""
+    http.get("/utils/health-check/")
+    statements.clear()
+    response = http.get(path, **kwargs)
+    http.get("/utils/health-check/")
+    return response, list(statements)
+
+
+def test_listing_is_one_query_for_the_page_and_count(counted: tuple[httpx.Client, list[str]], user: Account) -> None:
+    http, statements = counted
+    for n in range(30):
+        http.post("/items/", json={"title": f"row {n}"}, headers=user.headers)
+    response, sent = sent_by(http, statements, "/items/", params={"limit": 100}, headers=user.headers)
+    assert (len(response.json()["data"]), response.json()["count"]) == (30, 30)
+    # One statement authenticates the caller, one reads the page with its total count: no BEGIN/COMMIT.
+    assert len(sent) == 2, sent
+    response, sent = sent_by(http, statements, "/items/", params={"skip": 100}, headers=user.headers)
+    assert response.json() == {"data": [], "count": 30}
+    assert len(sent) == 3, sent
+
+
+def test_reading_an_item_is_one_query_with_the_caller(
+    counted: tuple[httpx.Client, list[str]], new_account: UserFactory
+) -> None:
+    http, statements = counted
+    owner, stranger = new_account(), new_account()
+    item = http.post("/items/", json={"title": "mine"}, headers=owner.headers).json()
+    for account, path, status in (
+        (owner, f"/items/{item['id']}", 200),
+        (stranger, f"/items/{item['id']}", 403),
+        (owner, f"/items/{uuid.uuid4()}", 404),
+    ):
+        response, sent = sent_by(http, statements, path, headers=account.headers)
+        assert response.status_code == status
+        assert len(sent) == 1, sent
+
+
+def test_reading_an_item_checks_the_caller_first(
+    client: httpx.Client, new_account: UserFactory, superuser_headers: dict[str, str]
+) -> None:
+    owner, inactive, deleted = new_account(), new_account(), new_account()
+    item = create_item(client, owner)
+    client.patch(f"/users/{inactive.id}", json={"is_active": False}, headers=superuser_headers)
+    client.delete("/users/me", headers=deleted.headers)
+    for path in (f"/items/{item['id']}", f"/items/{uuid.uuid4()}", "/items/123"):
+        gone = client.get(path, headers=deleted.headers)
+        assert (gone.status_code, gone.json()) == (404, {"detail": "User not found"})
+        idle = client.get(path, headers=inactive.headers)
+        assert (idle.status_code, idle.json()) == (400, {"detail": "Inactive user"})
+    # A token issued before a password change is revoked, whatever the item.
+    change = {"current_password": owner.password, "new_password": "another-good-password"}
+    assert client.patch("/users/me/password", json=change, headers=owner.headers).status_code == 200
+    revoked = client.get(f"/items/{item['id']}", headers=owner.headers)
+    assert (revoked.status_code, revoked.json()) == (403, {"detail": "Could not validate credentials"})

@@ -7,6 +7,7 @@ from litestar import Controller, delete, get, post, put
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, JSONBody, Parameter
 
+from app.auth import PREFETCH_ITEM
 from app.schemas import PAGE_MAX, ItemCreate, ItemPublic, ItemsPublic, ItemUpdate, Message, changes, item_public
 from app.services import ItemReads, ItemService, provide_item_service
 from db.queries import UserRow
@@ -36,7 +37,7 @@ class ItemsController(Controller):
         """Create an item owned by the caller."""
         return item_public(await item_reads.create(data.title, data.description))
 
-    @get("/{id:str}")
+    @get("/{id:str}", opt={PREFETCH_ITEM: "id"})
     async def read_item(self, item_reads: NamedDependency[ItemReads], id: FromPath[UUID]) -> ItemPublic:
         """One item, if the caller owns it or is a superuser."""
         return item_public(await item_reads.read(id))
