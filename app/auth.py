@@ -33,7 +33,10 @@ INVALID_CREDENTIALS = "Could not validate credentials"
 class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
     """`Authorization: Bearer <JWT>` → `connection.user`, in the contract's order of answers:
     401 no bearer token, 403 a token that fails verification (or was revoked), 404 its user is gone,
-    400 its user is inactive."""
+    400 its user is inactive.
+
+    A route whose opt names an item's path parameter (PREFETCH_ITEM) gets that item read in the caller's own
+    statement and left in the request state (PREFETCHED_ITEMS) for its handler: one round trip instead of two."""
 
     def __init__(self, app: ASGIApp, settings: Settings, hot_path: HotPath, **kwargs: Any) -> None:
         super().__init__(app, exclude_from_auth_key=EXCLUDE_FROM_AUTH, exclude_http_methods=["OPTIONS"], **kwargs)
