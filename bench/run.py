@@ -95,6 +95,14 @@ def cmdline(pid: int) -> str:
         return ""
 
 
+def executable(pid: int) -> str:
+    """The file name of the program a process runs, or "" if it is gone (processes come and go while we look)."""
+    try:
+        return Path(f"/proc/{pid}/exe").resolve(strict=True).name
+    except OSError:
+        return ""
+
+
 def all_pids() -> list[int]:
     return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
 
@@ -173,7 +181,7 @@ class Server:
         if spawned:
             return spawned
         # One worker: uvicorn serves from its own (python) process.
-        return [pid for pid in tree if Path(f"/proc/{pid}/exe").resolve().name.startswith("python")]
+        return [pid for pid in tree if executable(pid).startswith("python")]
 
     def healthy(self) -> bool:
         try:
