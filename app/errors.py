@@ -23,19 +23,10 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 log = structlog.get_logger("app.errors")
 
 DATABASE_UNAVAILABLE = "Service temporarily unavailable, please retry shortly"
-_JSON_PATH = re.compile(r"at `\$((?:\.[^`.\[]+|\[\d+\])*)`")
 
 
 def _detail(status_code: int, detail: Any, headers: dict[str, str] | None = None) -> Response[Any]:
     return Response({"detail": detail}, status_code=status_code, headers=headers, media_type=MediaType.JSON)
-
-
-def _loc_from_path(path: str) -> list[str | int]:
-    """`.a.b[0]` → ["a", "b", 0]."""
-    parts: list[str | int] = []
-    for token in re.findall(r"\.([^.\[]+)|\[(\d+)\]", path):
-        parts.append(token[0] if token[0] else int(token[1]))
-    return parts
 
 
 def _error_type(message: str) -> str:
@@ -52,22 +43,22 @@ _MISSING_PARAMETER = re.compile(r"Missing required (query|path|header|cookie) pa
 
 
 def _entry(message: str, source: str, key: str) -> dict[str, Any]:
-    if source == "body" and key == "data" and not _JSON_PATH.search(message) and not _MISSING_FIELD.search(message):
-        # The whole body is absent.
-        return {"type": "missing", "loc": ["body"], "msg": "Field required"}
+    # Litestar passes msgspec's message without its "- at `$...`" part, and the field's path as `key`.
+    missing = _MISSING_FIELD.search(message) if source == "body" else None
+    if source == "body" and key == "data" and missing is None:
+        # The body as a whole: absent (Litestar reports the missing `data` argument, or msgspec a null)...
+        if message == "'data'" or message.endswith("got `null`"):
+            return {"type": "missing", "loc": ["body"], "msg": "Field required"}
+        # ...or of the wrong kind, such as a list where an object belongs.
+        return {"type": _error_type(message), "loc": ["body"], "msg": message}
     loc: list[str | int] = [source]
-    if source == "body":
-        path = _JSON_PATH.search(message)
-        missing = _MISSING_FIELD.search(message)
-        if path:
-            loc.extend(_loc_from_path(path.group(1)))
-        elif key and key != "data":
-            loc.extend(int(part) if part.isdigit() else part for part in key.split("."))
-        if missing:
-            loc.append(missing.group(1))
-    elif key:
+    if source == "body" and key != "data":
+        loc.extend(int(part) if part.isdigit() else part for part in key.split(".") if part)
+    elif source != "body" and key:
         loc.append(key)
-    return {"type": _error_type(message), "loc": loc, "msg": message.split(" - at ")[0]}
+    if missing:
+        loc.append(missing.group(1))
+    return {"type": _error_type(message), "loc": loc, "msg": message}
 
 
 def validation_errors(exc: ValidationException) -> list[dict[str, Any]]:

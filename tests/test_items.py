@@ -48,8 +48,12 @@ def test_malformed_json_and_missing_body_are_422(client: httpx.Client, user: Acc
     missing = client.post("/items/", headers=headers)
     assert missing.status_code == 422
     assert missing.json()["detail"] == [{"type": "missing", "loc": ["body"], "msg": "Field required"}]
-    not_an_object = client.post("/items/", json=["title"], headers=user.headers)
-    assert not_an_object.status_code == 422
+    for body in (["title"], "title", 7):
+        not_an_object = client.post("/items/", json=body, headers=user.headers)
+        assert not_an_object.status_code == 422
+        [error] = not_an_object.json()["detail"]
+        assert (error["type"], error["loc"]) == ("type_error", ["body"])
+        assert "Expected `object`" in error["msg"]
 
 
 def test_read_items_shows_own_items_newest_first_with_total(
