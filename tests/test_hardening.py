@@ -82,6 +82,16 @@ def test_template_argon2_hash_logs_in(client: httpx.Client, user: Account, serve
     login(client, user.email, "argon-password")
 
 
+@pytest.mark.parametrize("stored", ["$2b$12$not-a-bcrypt-hash", "$argon2id$v=19$garbage", ""])
+def test_a_corrupt_stored_hash_is_a_failed_login_not_an_error(
+    client: httpx.Client, user: Account, served: Served, stored: str
+) -> None:
+    database_id = uuid.UUID(user.id).bytes if served.database.url.startswith("sqlite") else uuid.UUID(user.id)
+    served.database.run('UPDATE "user" SET hashed_password = :h WHERE id = :id', h=stored, id=database_id)
+    response = client.post("/login/access-token", data={"username": user.email, "password": user.password})
+    assert (response.status_code, response.json()) == (400, {"detail": "Incorrect email or password"})
+
+
 def test_emails_are_unique_regardless_of_case(client: httpx.Client) -> None:
     email = random_email()
     assert client.post("/users/signup", json={"email": email, "password": "password123"}).status_code == 200

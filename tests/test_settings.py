@@ -78,6 +78,7 @@ def test_postgres_parts_build_the_url_and_database_url_wins() -> None:
         ("ENVIRONMENT", "prod"),
         ("SMTP_PORT", "25x"),
         ("BACKEND_CORS_ORIGINS", "[not json"),
+        ("BACKEND_CORS_ORIGINS", "[1, 2]"),
         ("SMTP_TLS", "maybe"),
     ],
 )
