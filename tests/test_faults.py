@@ -122,23 +122,29 @@ class ProxiedService:
 
 
 @pytest.fixture
-def proxied() -> Iterator[ProxiedService]:
-    """The app served against a fresh PostgreSQL database that it reaches only through a `TcpProxy`."""
+def migrated_database() -> Iterator[str]:
+    """A fresh PostgreSQL database, prepared as `just serve` prepares one; dropped afterwards."""
     url = create_postgres_database()
     try:
         settings = make_settings(url)
         prestart(sqlalchemy_config(settings), settings)  # as `just serve` does
-        upstream = make_url(url)
-        with TcpProxy(upstream.host or "127.0.0.1", upstream.port or 5432) as proxy:
-            proxied_url = upstream.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
-            with (
-                LiveServer(create_app(make_settings(proxied_url, **TIMEOUTS))) as server,
-                httpx.Client(base_url=server.url + "/api/v1", timeout=30) as http,
-            ):
-                headers = login(http, SUPERUSER_EMAIL, SUPERUSER_PASSWORD)
-                yield ProxiedService(proxy, http, headers)
+        yield url
     finally:
         drop_postgres_database(url)
+
+
+@pytest.fixture
+def proxied(migrated_database: str) -> Iterator[ProxiedService]:
+    """The app served against a fresh PostgreSQL database that it reaches only through a `TcpProxy`."""
+    upstream = make_url(migrated_database)
+    with TcpProxy(upstream.host or "127.0.0.1", upstream.port or 5432) as proxy:
+        proxied_url = upstream.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+        with (
+            LiveServer(create_app(make_settings(proxied_url, **TIMEOUTS))) as server,
+            httpx.Client(base_url=server.url + "/api/v1", timeout=30) as http,
+        ):
+            headers = login(http, SUPERUSER_EMAIL, SUPERUSER_PASSWORD)
+            yield ProxiedService(proxy, http, headers)
 
 
 def timed(send: object) -> tuple[httpx.Response, float]:
@@ -215,17 +221,6 @@ def test_a_silent_database_is_a_503_within_the_timeouts(proxied: ProxiedService)
 
 
 # ---------------------------------------------------------------- shutdown
-
-
-@pytest.fixture
-def migrated_database() -> Iterator[str]:
-    url = create_postgres_database()
-    try:
-        settings = make_settings(url)
-        prestart(sqlalchemy_config(settings), settings)  # as `just serve` does
-        yield url
-    finally:
-        drop_postgres_database(url)
 
 
 def backends(url: str, application_name: str) -> int:
