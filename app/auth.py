@@ -28,6 +28,9 @@ PREFETCH_ITEM = "prefetch_item"
 PREFETCHED_ITEMS = "prefetched_items"
 NOT_AUTHENTICATED = "Not authenticated"
 INVALID_CREDENTIALS = "Could not validate credentials"
+USER_NOT_FOUND = "User not found"
+INACTIVE_USER = "Inactive user"
+NOT_ENOUGH_PRIVILEGES = "The user doesn't have enough privileges"
 
 
 class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
@@ -59,9 +62,9 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
             user, item = await self.hot_path.user_and_item(user_id, item_id)
             connection.state[PREFETCHED_ITEMS] = {item_id: item}
         if user is None:
-            raise NotFoundException("User not found")
+            raise NotFoundException(USER_NOT_FOUND)
         if not user.is_active:
-            raise HTTPException(status_code=400, detail="Inactive user")
+            raise HTTPException(status_code=400, detail=INACTIVE_USER)
         if user.token_version != token_version:
             # Revoked: issued before a password change or a deactivation.
             raise PermissionDeniedException(INVALID_CREDENTIALS)
@@ -85,4 +88,4 @@ def auth_middleware(settings: Settings, hot_path: HotPath) -> DefineMiddleware:
 
 def requires_superuser(connection: ASGIConnection[Any, UserRow, Any, Any], _: BaseRouteHandler) -> None:
     if not connection.user.is_superuser:
-        raise PermissionDeniedException("The user doesn't have enough privileges")
+        raise PermissionDeniedException(NOT_ENOUGH_PRIVILEGES)

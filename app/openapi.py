@@ -11,7 +11,15 @@ from litestar.openapi.spec.enums import OpenAPIType
 from litestar.routes import HTTPRoute
 from litestar.types import Method
 
-from app.auth import EXCLUDE_FROM_AUTH, requires_superuser
+from app.auth import (
+    EXCLUDE_FROM_AUTH,
+    INACTIVE_USER,
+    INVALID_CREDENTIALS,
+    NOT_AUTHENTICATED,
+    NOT_ENOUGH_PRIVILEGES,
+    USER_NOT_FOUND,
+    requires_superuser,
+)
 
 SECURITY_SCHEME = "OAuth2PasswordBearer"
 
@@ -53,13 +61,8 @@ _UNPROCESSABLE = OpenAPIResponse(
 
 
 # What a bearer-authenticated route answers before its handler runs (see app/auth.py).
-_AUTH_ERRORS = {
-    "400": "Inactive user",
-    "401": "Not authenticated",
-    "403": "Could not validate credentials",
-    "404": "User not found",
-}
-_SUPERUSER_ERRORS = {"403": "The user doesn't have enough privileges"}
+_AUTH_ERRORS = {"400": INACTIVE_USER, "401": NOT_AUTHENTICATED, "403": INVALID_CREDENTIALS, "404": USER_NOT_FOUND}
+_SUPERUSER_ERRORS = {"403": NOT_ENOUGH_PRIVILEGES}
 # The `{"detail": "..."}` answers of each route's own rules (the contract's table).
 _ROUTE_ERRORS: dict[str, dict[str, str]] = {
     "login-login_access_token": {

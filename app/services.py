@@ -17,11 +17,9 @@ from sqlalchemy import delete, func
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import security
-from app.auth import PREFETCHED_ITEMS
+from app.auth import NOT_ENOUGH_PRIVILEGES, PREFETCHED_ITEMS, USER_NOT_FOUND
 from db.models import Item, User
 from db.queries import HotPath, ItemRow, UserRow
-
-NOT_ENOUGH_PRIVILEGES = "The user doesn't have enough privileges"
 
 
 class BadRequest(HTTPException):
@@ -112,10 +110,7 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
             return caller
         if not caller.is_superuser:
             raise PermissionDeniedException(NOT_ENOUGH_PRIVILEGES)
-        user = await self.repository.get_one_or_none(User.id == user_id)
-        if user is None:
-            raise NotFoundException("User not found")
-        return user
+        return await self.get_or_404(user_id, USER_NOT_FOUND)
 
     async def get_or_404(self, user_id: UUID, message: str) -> User:
         user = await self.repository.get_one_or_none(User.id == user_id)

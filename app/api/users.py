@@ -10,7 +10,7 @@ from litestar.params import FromPath, JSONBody, Parameter
 
 from app import emails, security
 from app.api.login import HOUR, client_address
-from app.auth import EXCLUDE_FROM_AUTH, requires_superuser
+from app.auth import EXCLUDE_FROM_AUTH, USER_NOT_FOUND, requires_superuser
 from app.config import Settings
 from app.ratelimit import RateLimiter
 from app.schemas import (
@@ -67,7 +67,7 @@ class UsersController(Controller):
         self, users: NamedDependency[UserService], current_user: NamedDependency[UserRow], data: JSONBody[UserUpdateMe]
     ) -> UserPublic:
         """Change the caller's name or email."""
-        user = await users.get_or_404(current_user.id, "User not found")
+        user = await users.get_or_404(current_user.id, USER_NOT_FOUND)
         return user_public(await users.apply_changes(user, changes(data)))
 
     @delete("/me", status_code=200)
@@ -75,7 +75,7 @@ class UsersController(Controller):
         self, users: NamedDependency[UserService], current_user: NamedDependency[UserRow]
     ) -> Message:
         """Delete the caller and their items."""
-        await users.remove(await users.get_or_404(current_user.id, "User not found"), current_user)
+        await users.remove(await users.get_or_404(current_user.id, USER_NOT_FOUND), current_user)
         return Message(message=USER_DELETED)
 
     @patch("/me/password")
@@ -91,7 +91,7 @@ class UsersController(Controller):
             raise BadRequest("Incorrect password")
         if data.current_password == data.new_password:
             raise BadRequest("New password cannot be the same as the current one")
-        await users.set_password(await users.get_or_404(current_user.id, "User not found"), data.new_password)
+        await users.set_password(await users.get_or_404(current_user.id, USER_NOT_FOUND), data.new_password)
         return Message(message="Password updated successfully")
 
     @post("/signup", status_code=200, opt={EXCLUDE_FROM_AUTH: True})
@@ -128,6 +128,6 @@ class UsersController(Controller):
         self, users: NamedDependency[UserService], current_user: NamedDependency[UserRow], user_id: FromPath[UUID]
     ) -> Message:
         """Delete a user and their items."""
-        user = await users.get_or_404(user_id, "User not found")
+        user = await users.get_or_404(user_id, USER_NOT_FOUND)
         await users.remove(user, current_user)
         return Message(message=USER_DELETED)
