@@ -11,6 +11,7 @@ from litestar import get
 
 from app.main import create_app
 from tests.conftest import Account, LiveServer, Served, login, make_settings, random_email
+from tests.test_login import post_login
 
 UserFactory = Callable[..., Account]
 
@@ -242,6 +243,15 @@ def test_sixth_wrong_password_is_429_while_others_still_log_in(limited: httpx.Cl
         == 429
     )
     login(limited, bystander.email, bystander.password)
+
+
+def test_failed_logins_count_the_same_in_both_form_encodings(limited: httpx.Client, new_account: UserFactory) -> None:
+    victim = new_account()
+    wrong = {"username": victim.email, "password": "wrong-guess"}
+    statuses = [post_login(limited, encoding, wrong).status_code for encoding in ["multipart", "urlencoded"] * 3]
+    assert statuses == [400, 400, 400, 400, 400, 429]
+    right = {"username": victim.email, "password": victim.password}
+    assert post_login(limited, "multipart with charset", right).status_code == 429
 
 
 def test_successful_logins_are_not_counted(limited: httpx.Client, user: Account) -> None:

@@ -2,6 +2,7 @@
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlencode
 
 import httpx
 import jwt
@@ -154,3 +155,69 @@ def test_a_token_of_a_deleted_user_is_404(client: httpx.Client, user: Account) -
 def test_auth_is_checked_before_validation(client: httpx.Client) -> None:
     response = client.post("/items/", content=b"{not json", headers={"content-type": "application/json"})
     assert response.status_code == 401
+
+
+# ------------------------------------------------------------ the form as real clients encode it
+
+
+def _multipart(fields: dict[str, str], boundary: str) -> bytes:
+    """A body exactly as Chromium serialises a `FormData` of text fields."""
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+        for name, value in fields.items()
+    ]
+    return ("".join(parts) + f"--{boundary}--\r\n").encode()
+
+
+def encoded_login(encoding: str, fields: dict[str, str]) -> tuple[bytes, str]:
+    """(body, content type) of the login form in one of the encodings browsers and SDKs send."""
+    if encoding.startswith("multipart"):
+        boundary = "----WebKitFormBoundary7MA4YWxkTrZu0gW"
+        charset = "; charset=utf-8" if encoding.endswith("charset") else ""
+        return _multipart(fields, boundary), f"multipart/form-data{charset}; boundary={boundary}"
+    charset = ";charset=utf-8" if encoding.endswith("charset") else ""
+    return urlencode(fields).encode(), f"application/x-www-form-urlencoded{charset}"
+
+
+LOGIN_ENCODINGS = ["urlencoded", "urlencoded with charset", "multipart", "multipart with charset"]
+
+
+def post_login(http: httpx.Client, encoding: str, fields: dict[str, str]) -> httpx.Response:
+    body, content_type = encoded_login(encoding, fields)
+    return http.post("/login/access-token", content=body, headers={"Content-Type": content_type})
+
+
+@pytest.mark.parametrize("encoding", LOGIN_ENCODINGS)
+def test_login_form_in_every_encoding_gives_the_same_answers(
+    client: httpx.Client, new_account: Callable[..., Account], superuser_headers: dict[str, str], encoding: str
+) -> None:
+    account = new_account()
+    ok = post_login(client, encoding, {"username": account.email, "password": account.password})
+    claims = jwt.decode(token_for(ok), SECRET_KEY, algorithms=["HS256"])
+    assert claims["sub"] == account.id
+    wrong = post_login(client, encoding, {"username": account.email, "password": "wrong-password"})
+    assert (wrong.status_code, wrong.json()) == (400, {"detail": "Incorrect email or password"})
+    full_form = {"grant_type": "password", "username": account.email, "password": account.password, "scope": ""}
+    token_for(post_login(client, encoding, full_form))
+    client.patch(f"/users/{account.id}", json={"is_active": False}, headers=superuser_headers)
+    inactive = post_login(client, encoding, {"username": account.email, "password": account.password})
+    assert (inactive.status_code, inactive.json()) == (400, {"detail": "Inactive user"})
+    missing = post_login(client, encoding, {"username": account.email})
+    assert missing.status_code == 422
+    assert [error["loc"] for error in missing.json()["detail"]] == [["body", "password"]]
+
+
+def test_multipart_login_with_a_file_part_is_422_not_500(client: httpx.Client) -> None:
+    response = client.post(
+        "/login/access-token",
+        data={"password": "whatever-password"},
+        files={"username": ("name.txt", b"admin@example.com", "text/plain")},
+    )
+    assert response.status_code == 422
+
+
+def test_multipart_without_a_boundary_is_422(client: httpx.Client) -> None:
+    response = client.post(
+        "/login/access-token", content=b"username=a&password=b", headers={"Content-Type": "multipart/form-data"}
+    )
+    assert response.status_code == 422

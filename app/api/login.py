@@ -27,6 +27,13 @@ def client_address(request: Request[Any, Any, Any]) -> str:
     return request.client.host if request.client else "unknown"
 
 
+async def read_form_in_either_encoding(request: Request[Any, Any, Any]) -> None:
+    """Parse the login form by its content type before Litestar's urlencoded extractor runs (it reuses what is
+    parsed here): browsers send the template frontend's `FormData` as multipart, which that extractor would
+    otherwise read as urlencoded and find empty."""
+    await request.form()
+
+
 def reset_token_for(settings: Settings, user: User) -> str:
     expires = timedelta(hours=settings.EMAIL_RESET_TOKEN_EXPIRE_HOURS)
     return security.create_reset_token(user.email, user.hashed_password, settings.SECRET_KEY, expires)
@@ -36,7 +43,12 @@ class LoginController(Controller):
     tags = ["login"]
     dependencies = {"users": Provide(provide_user_service)}
 
-    @post("/login/access-token", status_code=200, opt={EXCLUDE_FROM_AUTH: True})
+    @post(
+        "/login/access-token",
+        status_code=200,
+        opt={EXCLUDE_FROM_AUTH: True},
+        before_request=read_form_in_either_encoding,
+    )
     async def login_access_token(
         self,
         request: Request[Any, Any, Any],
