@@ -19,6 +19,15 @@ serve:
 migrate:
     uv run litestar --app {{app}} database upgrade --no-prompt
 
+# Adopt a database the full-stack-fastapi-template created, as `serve` would (README "Moving from the template");
+# `just adopt --check` only lists the steps.
+adopt *args:
+    uv run litestar --app {{app}} adopt {{args}}
+
+# Give a user another email, e.g. to resolve emails that differ only in case before adopting: just rename-user-email <user-id> <new-email>
+rename-user-email user_id new_email:
+    uv run litestar --app {{app}} rename-user-email "{{user_id}}" "{{new_email}}"
+
 # Autogenerate a migration from the models: just makemigration "add a column"
 makemigration message:
     uv run litestar --app {{app}} database make-migrations --autogenerate --no-prompt -m "{{message}}"

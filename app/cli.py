@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from uuid import UUID
 
 import click
+import msgspec
 import structlog
 from advanced_alchemy.alembic.commands import AlembicCommands
 from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig
+from alembic.script import ScriptDirectory
 from litestar import Litestar
 from litestar.plugins import CLIPluginProtocol
 from sqlalchemy import text
 
 from app.config import Settings
+from app.database import MIGRATIONS_DIR
+from app.schemas import Email
 from app.security import hash_password
+from db.adopt import ADOPTED_REVISION, AdoptionError, Plan, plan, rename_user_email
 from db.seed import ensure_first_superuser
 
 log = structlog.get_logger("app.cli")
@@ -64,6 +72,70 @@ def prestart(config: SQLAlchemyAsyncConfig, settings: Settings) -> None:
     asyncio.run(create_first_superuser(config, settings))
 
 
+async def adoption_plan(config: SQLAlchemyAsyncConfig) -> Plan | None:
+    """What adopting the database would do, read in a read-only transaction; None when it is not the template's."""
+    engine = config.get_engine()
+    try:
+        async with engine.connect() as connection:
+            if connection.dialect.name == "postgresql":
+                await connection.exec_driver_sql("SET TRANSACTION READ ONLY")
+            return await connection.run_sync(plan)
+    except AdoptionError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        await engine.dispose()
+
+
+def describe(adoption: Plan) -> str:
+    later = [
+        script.revision for script in ScriptDirectory(str(MIGRATIONS_DIR)).iterate_revisions("head", ADOPTED_REVISION)
+    ]
+    lines = [
+        f"This database was created by the full-stack-fastapi-template (its revision {adoption.revision}).",
+        "Adopting it does, in one transaction:",
+        *(f"  {number}. {step.description}" for number, step in enumerate(adoption.steps, 1)),
+    ]
+    if later:
+        lines.append(f"  then this service's migrations after {ADOPTED_REVISION}: {', '.join(reversed(later))}")
+    return "\n".join(lines)
+
+
+def adopt(config: SQLAlchemyAsyncConfig, check: bool) -> None:
+    adoption = asyncio.run(adoption_plan(config))
+    if adoption is None:
+        click.echo("Nothing to adopt: the template did not create this database, or it is adopted already.")
+        return
+    click.echo(describe(adoption))
+    if check:
+        click.echo("Nothing was changed (--check).")
+        return
+    # The very path prestart takes: the migration environment adopts, then applies the later revisions.
+    migrate(config)
+    click.echo("Adopted.")
+
+
+async def rename_email(config: SQLAlchemyAsyncConfig, user_id: UUID, new_email: str) -> str:
+    engine = config.get_engine()
+    try:
+        async with engine.begin() as connection:
+            return await connection.run_sync(rename_user_email, user_id, new_email)
+    except AdoptionError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        await engine.dispose()
+
+
+@contextmanager
+def plain_errors() -> Iterator[None]:
+    """rich-click draws an error in a box wrapped at the terminal's width: an operator (and a log collector) gets
+    the message as it is instead, one line when it is one line."""
+    try:
+        yield
+    except click.ClickException as exc:
+        click.echo(f"Error: {exc.format_message()}", err=True)
+        raise click.exceptions.Exit(exc.exit_code) from None
+
+
 def _config(app: Litestar) -> tuple[SQLAlchemyAsyncConfig, Settings]:
     settings: Settings = app.state.settings
     return app.state.db_config, settings
@@ -73,9 +145,35 @@ class AdminCLIPlugin(CLIPluginProtocol):
     def on_cli_init(self, cli: click.Group) -> None:
         @cli.command(name="prestart", help="Wait for the database, migrate it, create the first superuser.")
         def prestart_command(app: Litestar) -> None:
-            prestart(*_config(app))
+            with plain_errors():
+                prestart(*_config(app))
 
         @cli.command(name="create-superuser", help="Create FIRST_SUPERUSER unless that email exists.")
         def create_superuser_command(app: Litestar) -> None:
             db_config, settings = _config(app)
             asyncio.run(create_first_superuser(db_config, settings))
+
+        @cli.command(
+            name="adopt",
+            help="Adopt a database created by the full-stack-fastapi-template, as prestart does (--check: only "
+            "show the steps).",
+        )
+        @click.option("--check", is_flag=True, help="Show what would change; change nothing.")
+        def adopt_command(app: Litestar, check: bool) -> None:
+            with plain_errors():
+                adopt(_config(app)[0], check)
+
+        @cli.command(
+            name="rename-user-email",
+            help="Give a user another email (to resolve emails that differ only in case before adoption).",
+        )
+        @click.argument("user_id", type=click.UUID)
+        @click.argument("new_email")
+        def rename_user_email_command(app: Litestar, user_id: UUID, new_email: str) -> None:
+            with plain_errors():
+                try:
+                    msgspec.convert(new_email, Email)
+                except msgspec.ValidationError:
+                    raise click.ClickException(f"not a valid email address: {new_email}") from None
+                old = asyncio.run(rename_email(_config(app)[0], user_id, new_email))
+            click.echo(f"User {user_id}: email {old} is now {new_email}.")

@@ -3,6 +3,8 @@
 import asyncio
 from typing import TYPE_CHECKING, cast
 
+import click
+import structlog
 from advanced_alchemy.base import metadata_registry
 from alembic import context
 from sqlalchemy import pool
@@ -10,6 +12,7 @@ from sqlalchemy.ext.asyncio import async_engine_from_config
 
 import db.models  # noqa: F401  (registers the tables on the metadata)
 from app.database import compare_type
+from db.adopt import AdoptionError, adopt
 
 if TYPE_CHECKING:
     from advanced_alchemy.alembic.commands import AlembicCommandConfig
@@ -33,6 +36,15 @@ def configure(**kwargs: object) -> None:
 def do_run_migrations(connection: "Connection") -> None:
     configure(connection=connection)
     with context.begin_transaction():
+        # A database the template created becomes our revision 0002 here, in the same transaction as the
+        # revisions after it (alembic reads the current revision when run_migrations starts).
+        adopted = adopt(connection)
+        if adopted is not None:
+            structlog.get_logger("migrations").info(
+                "template database adopted",
+                template_revision=adopted.revision,
+                steps=[step.description for step in adopted.steps],
+            )
         context.run_migrations()
 
 
@@ -52,4 +64,8 @@ if context.is_offline_mode():
     with context.begin_transaction():
         context.run_migrations()
 else:
-    asyncio.run(run_migrations_online())
+    try:
+        asyncio.run(run_migrations_online())
+    except AdoptionError as exc:
+        # The operator gets the reason and the remedy (prestart, `just migrate`), not a traceback.
+        raise click.ClickException(str(exc)) from None
