@@ -52,21 +52,22 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
         if scheme.lower() != "bearer" or not token:
             raise NotAuthorizedException(NOT_AUTHENTICATED, headers={"WWW-Authenticate": "Bearer"})
         try:
-            user_id, token_version = security.decode_access_token(token, self.settings.SECRET_KEY)
+            access = security.decode_access_token(token, self.settings.SECRET_KEY)
         except security.InvalidTokenError:
             raise PermissionDeniedException(INVALID_CREDENTIALS) from None
         item_id = self._item_to_prefetch(connection)
         if item_id is None:
-            user = await self.hot_path.user(user_id)
+            user = await self.hot_path.user(access.user_id)
         else:
-            user, item = await self.hot_path.user_and_item(user_id, item_id)
+            user, item = await self.hot_path.user_and_item(access.user_id, item_id)
             connection.state[PREFETCHED_ITEMS] = {item_id: item}
         if user is None:
             raise NotFoundException(USER_NOT_FOUND)
         if not user.is_active:
             raise HTTPException(status_code=400, detail=INACTIVE_USER)
-        if user.token_version != token_version:
-            # Revoked: issued before a password change or a deactivation.
+        if user.token_version != access.version and user.kept_token_digest != access.digest:
+            # Revoked: issued before a password change or a deactivation (but for the session that changed
+            # its own password).
             raise PermissionDeniedException(INVALID_CREDENTIALS)
         structlog.contextvars.bind_contextvars(user_id=str(user.id))
         return AuthenticationResult(user=user, auth=token)

@@ -6,12 +6,13 @@ import asyncio
 import hashlib
 import hmac
 import os
+import secrets
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import bcrypt
@@ -21,7 +22,6 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from argon2.profiles import RFC_9106_LOW_MEMORY
 
 ALGORITHM = "HS256"
-TokenType = Literal["access", "reset"]
 
 _hasher = PasswordHasher.from_parameters(RFC_9106_LOW_MEMORY)
 
@@ -77,37 +77,51 @@ def _encode(claims: dict[str, Any], secret: str, expires: timedelta) -> str:
     return jwt.encode({**claims, "iat": now, "exp": now + expires}, secret, algorithm=ALGORITHM)
 
 
-def _decode(token: str, secret: str, token_type: TokenType) -> dict[str, Any]:
-    try:
-        claims: dict[str, Any] = jwt.decode(
-            token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "iat", "sub", "typ"]}
-        )
-    except jwt.PyJWTError as exc:
-        raise InvalidTokenError(str(exc)) from None
-    if claims.get("typ") != token_type:
-        raise InvalidTokenError("wrong token type")
-    return claims
-
-
 def create_access_token(user_id: UUID, token_version: int, secret: str, expires: timedelta) -> str:
-    return _encode({"sub": str(user_id), "typ": "access", "ver": token_version}, secret, expires)
+    # `jti` makes each login's token unique (two logins in one second would otherwise sign the same claims),
+    # so that one session can be told from another.
+    claims = {"sub": str(user_id), "typ": "access", "ver": token_version, "jti": secrets.token_urlsafe(12)}
+    return _encode(claims, secret, expires)
 
 
-def decode_access_token(token: str, secret: str) -> tuple[UUID, int]:
-    """The user id and token version of a valid access token."""
-    user_id, token_version, expires_at = _verified_access_token(token, secret)
+class AccessToken(NamedTuple):
+    user_id: UUID
+    version: int
+    # Names this token (a digest of it): the session that changed its own password keeps working by it.
+    digest: str
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def decode_access_token(token: str, secret: str) -> AccessToken:
+    """The user id, token version and digest of a valid access token."""
+    access, expires_at = _verified_access_token(token, secret)
     if expires_at <= time.time():
         raise InvalidTokenError("expired")
-    return user_id, token_version
+    return access
+
+
+# The template's access tokens carry exactly these claims (no type, no version): they are version 0, which is
+# where every adopted account starts, so they work until the user's password changes or they are deactivated.
+_TEMPLATE_ACCESS_CLAIMS = {"exp", "sub"}
 
 
 @lru_cache(maxsize=4096)
-def _verified_access_token(token: str, secret: str) -> tuple[UUID, int, float]:
+def _verified_access_token(token: str, secret: str) -> tuple[AccessToken, float]:
     """Signature and claims checked once per token string (a client sends the same token many times); expiry
     is checked on every use by the caller, and revocation against the database by the auth middleware."""
-    claims = _decode(token, secret, "access")
     try:
-        return UUID(str(claims["sub"])), int(claims.get("ver", 0)), float(claims["exp"])
+        claims: dict[str, Any] = jwt.decode(token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub"]})
+    except jwt.PyJWTError as exc:
+        raise InvalidTokenError(str(exc)) from None
+    # Anything else the template signed (its reset tokens: an email as `sub`, and `nbf`) is never an access token.
+    if claims.get("typ") != "access" and set(claims) != _TEMPLATE_ACCESS_CLAIMS:
+        raise InvalidTokenError("not an access token")
+    try:
+        access = AccessToken(UUID(str(claims["sub"])), int(claims.get("ver", 0)), token_digest(token))
+        return access, float(claims["exp"])
     except (ValueError, TypeError):
         raise InvalidTokenError("malformed claims") from None
 
@@ -123,6 +137,14 @@ def create_reset_token(email: str, hashed_password: str, secret: str, expires: t
 
 
 def decode_reset_token(token: str, secret: str) -> tuple[str, str]:
-    """The email and password fingerprint of a valid reset token."""
-    claims = _decode(token, secret, "reset")
-    return str(claims["sub"]), str(claims.get("pwd", ""))
+    """The email and password fingerprint of a valid reset token (the template's reset tokens carry no type
+    and no fingerprint: they are refused, see the README's cutover procedure)."""
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "iat", "sub", "typ", "pwd"]}
+        )
+    except jwt.PyJWTError as exc:
+        raise InvalidTokenError(str(exc)) from None
+    if claims["typ"] != "reset":
+        raise InvalidTokenError("not a reset token")
+    return str(claims["sub"]), str(claims["pwd"])

@@ -84,8 +84,9 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
             # Lost a race with a concurrent request for the same email: the same answer as the check above.
             raise BadRequest(duplicate_message) from None
 
-    async def apply_changes(self, user: User, changes: dict[str, Any]) -> User:
-        """Apply a partial update. A new password or a deactivation revokes the user's tokens."""
+    async def apply_changes(self, user: User, changes: dict[str, Any], keep_token_digest: str | None = None) -> User:
+        """Apply a partial update. A new password or a deactivation revokes the user's tokens, except, for a new
+        password, the one named by `keep_token_digest` (the session that changed its own password)."""
         if "email" in changes and changes["email"].lower() != user.email.lower():
             existing = await self.get_by_email(changes["email"])
             if existing is not None and existing.id != user.id:
@@ -93,8 +94,10 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
         if "password" in changes:
             changes["hashed_password"] = await security.hash_password(changes.pop("password"))
             user.token_version += 1
+            user.kept_token_digest = keep_token_digest
         if changes.get("is_active") is False and user.is_active:
             user.token_version += 1
+            user.kept_token_digest = None
         for name, value in changes.items():
             setattr(user, name, value)
         try:
@@ -102,8 +105,8 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
         except DuplicateKeyError:
             raise Conflict("User with this email already exists") from None
 
-    async def set_password(self, user: User, new_password: str) -> None:
-        await self.apply_changes(user, {"password": new_password})
+    async def set_password(self, user: User, new_password: str, keep_token_digest: str | None = None) -> None:
+        await self.apply_changes(user, {"password": new_password}, keep_token_digest)
 
     async def get_for_caller(self, user_id: UUID, caller: UserRow) -> User | UserRow:
         if user_id == caller.id:

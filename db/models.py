@@ -36,6 +36,8 @@ class User(Base):
     hashed_password: Mapped[str] = mapped_column(String)
     # Bumped when the password changes or the account is deactivated: older access tokens stop working.
     token_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The digest of the access token that changed its own password: that one session survives the version bump.
+    kept_token_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class Item(Base):

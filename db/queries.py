@@ -35,6 +35,7 @@ class UserRow(msgspec.Struct, frozen=True):
     full_name: str | None
     hashed_password: str
     token_version: int
+    kept_token_digest: str | None
     created_at: datetime
 
 
@@ -56,6 +57,7 @@ _USER_COLUMNS = (
     User.full_name,
     User.hashed_password,
     User.token_version,
+    User.kept_token_digest,
     User.created_at,
 )
 USER_BY_ID = select(*_USER_COLUMNS).where(User.id == bindparam("id"))
@@ -113,6 +115,7 @@ def _user(row: Mapping[str, Any]) -> UserRow:
         full_name=row["full_name"],
         hashed_password=row["hashed_password"],
         token_version=row["token_version"],
+        kept_token_digest=row["kept_token_digest"],
         created_at=row["created_at"],
     )
 

@@ -229,6 +229,16 @@ def test_reset_link_from_the_email_works_once_and_only_once(
     assert can_log_in(client, user.email, "a-brand-new-password")
 
 
+def test_a_reset_ends_every_session_also_one_kept_by_a_password_change(
+    client: httpx.Client, mailbox: Mailbox, user: Account
+) -> None:
+    change = {"current_password": user.password, "new_password": "a-changed-password"}
+    assert client.patch("/users/me/password", json=change, headers=user.headers).status_code == 200
+    assert client.get("/users/me", headers=user.headers).status_code == 200
+    assert reset(client, recover(client, mailbox, user.email), "a-brand-new-password").status_code == 200
+    assert client.get("/users/me", headers=user.headers).status_code == 403
+
+
 def test_an_older_link_dies_when_the_password_changes(client: httpx.Client, mailbox: Mailbox, user: Account) -> None:
     first = recover(client, mailbox, user.email)
     mailbox.messages.clear()

@@ -19,18 +19,52 @@ UserFactory = Callable[..., Account]
 # ------------------------------------------------------------ revocation
 
 
-def test_password_change_revokes_older_tokens(client: httpx.Client, user: Account) -> None:
+def test_password_change_keeps_its_own_session_and_ends_the_others(client: httpx.Client, user: Account) -> None:
+    other_session = login(client, user.email, user.password)
     response = client.patch(
         "/users/me/password",
         json={"current_password": user.password, "new_password": "a-new-password-1"},
         headers=user.headers,
     )
     assert response.status_code == 200
-    stale = client.get("/users/me", headers=user.headers)
+    # The template's frontend keeps using the token that made the change: it must not be signed out.
+    assert client.get("/users/me", headers=user.headers).status_code == 200
+    stale = client.get("/users/me", headers=other_session)
     assert stale.status_code == 403
     assert stale.json() == {"detail": "Could not validate credentials"}
     fresh = login(client, user.email, "a-new-password-1")
     assert client.get("/users/me", headers=fresh).status_code == 200
+    # A second change from the kept session keeps it again and ends the fresh one.
+    again = client.patch(
+        "/users/me/password",
+        json={"current_password": "a-new-password-1", "new_password": "a-new-password-2"},
+        headers=user.headers,
+    )
+    assert again.status_code == 200
+    assert client.get("/users/me", headers=user.headers).status_code == 200
+    assert client.get("/users/me", headers=fresh).status_code == 403
+
+
+def test_a_change_from_another_session_ends_the_session_kept_before(client: httpx.Client, user: Account) -> None:
+    second = login(client, user.email, user.password)
+    body = {"current_password": user.password, "new_password": "a-new-password-1"}
+    assert client.patch("/users/me/password", json=body, headers=user.headers).status_code == 200
+    third = login(client, user.email, "a-new-password-1")
+    body = {"current_password": "a-new-password-1", "new_password": "a-new-password-2"}
+    assert client.patch("/users/me/password", json=body, headers=third).status_code == 200
+    assert [client.get("/users/me", headers=h).status_code for h in (user.headers, second, third)] == [403, 403, 200]
+
+
+@pytest.mark.parametrize("how", ["superuser sets it", "deactivation"])
+def test_the_kept_session_ends_with_a_later_revocation(
+    client: httpx.Client, user: Account, superuser_headers: dict[str, str], how: str
+) -> None:
+    body = {"current_password": user.password, "new_password": "a-new-password-1"}
+    assert client.patch("/users/me/password", json=body, headers=user.headers).status_code == 200
+    change = {"password": "set-by-admin-1"} if how == "superuser sets it" else {"is_active": False}
+    assert client.patch(f"/users/{user.id}", json=change, headers=superuser_headers).status_code == 200
+    client.patch(f"/users/{user.id}", json={"is_active": True}, headers=superuser_headers)
+    assert client.get("/users/me", headers=user.headers).status_code == 403
 
 
 def test_superuser_password_reset_revokes_the_users_tokens(

@@ -221,3 +221,77 @@ def test_multipart_without_a_boundary_is_422(client: httpx.Client) -> None:
         "/login/access-token", content=b"username=a&password=b", headers={"Content-Type": "multipart/form-data"}
     )
     assert response.status_code == 422
+
+
+# ------------------------------------------------------------ tokens the template issued (cutover)
+
+
+def template_access_token(user_id: str, key: str = SECRET_KEY, minutes: int = 60) -> str:
+    """An access token as the template signs it: HS256, `exp` and `sub` (the user id) only."""
+    expires = datetime.now(UTC) + timedelta(minutes=minutes)
+    return jwt.encode({"exp": expires, "sub": user_id}, key, algorithm="HS256")
+
+
+def template_reset_token(email: str) -> str:
+    """A password reset token as the template signs it: `sub` is the address, with `nbf`, no type."""
+    now = datetime.now(UTC)
+    return jwt.encode({"exp": (now + timedelta(hours=48)).timestamp(), "nbf": now, "sub": email}, SECRET_KEY, "HS256")
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_a_template_access_token_keeps_working_after_the_cutover(client: httpx.Client, user: Account) -> None:
+    response = client.get("/users/me", headers=bearer(template_access_token(user.id)))
+    assert response.status_code == 200
+    assert response.json()["id"] == user.id
+    assert client.post("/login/test-token", headers=bearer(template_access_token(user.id))).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["reset token with the user's email", "reset token with the user's id", "extra claim", "expired", "other key"],
+)
+def test_nothing_else_the_template_signed_is_an_access_token(client: httpx.Client, user: Account, kind: str) -> None:
+    now = datetime.now(UTC)
+    token = {
+        "reset token with the user's email": template_reset_token(user.email),
+        "reset token with the user's id": template_reset_token(user.id),
+        "extra claim": jwt.encode(
+            {"exp": now + timedelta(minutes=5), "sub": user.id, "nbf": now}, SECRET_KEY, algorithm="HS256"
+        ),
+        "expired": template_access_token(user.id, minutes=-1),
+        "other key": template_access_token(user.id, key="another-secret-key-of-enough-length!!"),
+    }[kind]
+    response = client.get("/users/me", headers=bearer(token))
+    assert (response.status_code, response.json()) == (403, {"detail": "Could not validate credentials"})
+
+
+def test_a_template_reset_link_is_not_accepted(client: httpx.Client, user: Account) -> None:
+    response = client.post(
+        "/reset-password/", json={"token": template_reset_token(user.email), "new_password": "x" * 9}
+    )
+    assert (response.status_code, response.json()) == (400, {"detail": "Invalid token"})
+    assert client.post("/login/access-token", data={"username": user.email, "password": user.password}).is_success
+
+
+def test_a_template_token_is_revoked_like_ours(
+    client: httpx.Client, new_account: Callable[..., Account], superuser_headers: dict[str, str]
+) -> None:
+    changed_by_other, changed_by_itself, deactivated = new_account(), new_account(), new_account()
+    change = {"current_password": "a-good-password", "new_password": "a-new-password-1"}
+
+    stale = template_access_token(changed_by_other.id)
+    assert client.patch("/users/me/password", json=change, headers=changed_by_other.headers).status_code == 200
+    assert client.get("/users/me", headers=bearer(stale)).status_code == 403
+
+    kept = template_access_token(changed_by_itself.id)
+    assert client.patch("/users/me/password", json=change, headers=bearer(kept)).status_code == 200
+    assert client.get("/users/me", headers=bearer(kept)).status_code == 200
+    assert client.get("/users/me", headers=changed_by_itself.headers).status_code == 403
+
+    gone = template_access_token(deactivated.id)
+    client.patch(f"/users/{deactivated.id}", json={"is_active": False}, headers=superuser_headers)
+    client.patch(f"/users/{deactivated.id}", json={"is_active": True}, headers=superuser_headers)
+    assert client.get("/users/me", headers=bearer(gone)).status_code == 403

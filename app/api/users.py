@@ -81,17 +81,20 @@ class UsersController(Controller):
     @patch("/me/password")
     async def update_password_me(
         self,
+        request: Request[UserRow, str, Any],
         users: NamedDependency[UserService],
         current_user: NamedDependency[UserRow],
         data: JSONBody[UpdatePassword],
     ) -> Message:
-        """Change the caller's password. Tokens issued before stop working."""
+        """Change the caller's password. The caller's other sessions end; the token that made the change (the
+        frontend keeps using it) stays valid."""
         matches, _ = await security.verify_password(data.current_password, current_user.hashed_password)
         if not matches:
             raise BadRequest("Incorrect password")
         if data.current_password == data.new_password:
             raise BadRequest("New password cannot be the same as the current one")
-        await users.set_password(await users.get_or_404(current_user.id, USER_NOT_FOUND), data.new_password)
+        user = await users.get_or_404(current_user.id, USER_NOT_FOUND)
+        await users.set_password(user, data.new_password, keep_token_digest=security.token_digest(request.auth))
         return Message(message="Password updated successfully")
 
     @post("/signup", status_code=200, opt={EXCLUDE_FROM_AUTH: True})
