@@ -157,11 +157,23 @@ _OPTIONAL_FIELDS = {
 }
 
 
+# HS256 keys shorter than its 32-byte output make the signature easier to brute-force (RFC 7518 3.2).
+MIN_SECRET_KEY_BYTES = 32
+
+
 def _check_secrets(settings: Settings) -> None:
-    for name in ("SECRET_KEY", "POSTGRES_PASSWORD", "FIRST_SUPERUSER_PASSWORD"):
-        if getattr(settings, name) != DEV_SECRET:
-            continue
-        message = f'The value of {name} is "{DEV_SECRET}", for security, please change it.'
+    problems = [
+        f'The value of {name} is "{DEV_SECRET}", for security, please change it.'
+        for name in ("SECRET_KEY", "POSTGRES_PASSWORD", "FIRST_SUPERUSER_PASSWORD")
+        if getattr(settings, name) == DEV_SECRET
+    ]
+    key_bytes = len(settings.SECRET_KEY.encode())
+    if settings.SECRET_KEY != DEV_SECRET and key_bytes < MIN_SECRET_KEY_BYTES:
+        problems.append(
+            f"SECRET_KEY: {key_bytes} bytes is too short to sign tokens, use at least {MIN_SECRET_KEY_BYTES} "
+            "(e.g. the output of `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+        )
+    for message in problems:
         if settings.ENVIRONMENT == "local":
             warnings.warn(message, stacklevel=3)
         else:

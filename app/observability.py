@@ -59,6 +59,9 @@ def configure_logging(settings: Settings) -> None:
         logging.getLogger(name).handlers = []
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").disabled = True
+    # Libraries' warnings (PyJWT's, SQLAlchemy's, ours about dev defaults) become log lines like any other,
+    # instead of raw text on stderr beside the JSON lines.
+    logging.captureWarnings(True)
 
 
 def init_sentry(settings: Settings) -> None:

@@ -22,12 +22,18 @@ try:
     raise ValueError("boom")
 except ValueError:
     structlog.get_logger("probe").exception("failed")
+import warnings
+warnings.warn("a library warns", UserWarning)
 print("SENTRY", sentry_sdk.get_client().is_active(), file=sys.stderr)
 """
 
 
 def run_probe(**environ: str) -> tuple[list[str], str]:
-    base = {"SECRET_KEY": "s", "FIRST_SUPERUSER_PASSWORD": "p", "POSTGRES_PASSWORD": "p"}
+    base = {
+        "SECRET_KEY": "a-secret-key-of-at-least-32-bytes!",
+        "FIRST_SUPERUSER_PASSWORD": "p",
+        "POSTGRES_PASSWORD": "p",
+    }
     result = subprocess.run(
         [sys.executable, "-c", SCRIPT, json.dumps({**base, **environ})],
         cwd=ROOT,
@@ -46,6 +52,13 @@ def test_json_lines_outside_local() -> None:
     assert events[0]["level"] == "warning"
     assert "timestamp" in events[0]
     assert "ValueError: boom" in events[1]["exception"]
+    assert events[2]["logger"] == "py.warnings"
+    assert "UserWarning: a library warns" in events[2]["event"]
+
+
+def test_python_warnings_are_log_lines_not_raw_stderr() -> None:
+    _, stderr = run_probe(ENVIRONMENT="production")
+    assert "a library warns" not in stderr
 
 
 def test_pretty_console_in_local() -> None:

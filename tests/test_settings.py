@@ -6,6 +6,8 @@ import pytest
 
 from app.config import SQLITE_DEFAULT_URL, SettingsError, load_settings
 
+LONG_SECRET = "a-secret-key-of-at-least-32-bytes!"
+
 
 def settings_from(environ: dict[str, str], env_file: Path | None = None):
     return load_settings(environ=environ, env_file=env_file)
@@ -29,7 +31,7 @@ def test_defaults_match_the_template() -> None:
 def test_values_are_converted_from_strings() -> None:
     settings = settings_from(
         {
-            "SECRET_KEY": "s",
+            "SECRET_KEY": LONG_SECRET,
             "FIRST_SUPERUSER_PASSWORD": "p",
             "ACCESS_TOKEN_EXPIRE_MINUTES": "5",
             "SMTP_TLS": "false",
@@ -53,7 +55,9 @@ def test_values_are_converted_from_strings() -> None:
     ],
 )
 def test_cors_origins_accept_comma_separated_or_json(value: str, expected: list[str]) -> None:
-    settings = settings_from({"BACKEND_CORS_ORIGINS": value, "SECRET_KEY": "s", "FIRST_SUPERUSER_PASSWORD": "p"})
+    settings = settings_from(
+        {"BACKEND_CORS_ORIGINS": value, "SECRET_KEY": LONG_SECRET, "FIRST_SUPERUSER_PASSWORD": "p"}
+    )
     assert settings.all_cors_origins == [*expected, settings.FRONTEND_HOST]
 
 
@@ -63,7 +67,7 @@ def test_postgres_parts_build_the_url_and_database_url_wins() -> None:
         "POSTGRES_USER": "app",
         "POSTGRES_PASSWORD": "pw",
         "POSTGRES_DB": "appdb",
-        "SECRET_KEY": "s",
+        "SECRET_KEY": LONG_SECRET,
         "FIRST_SUPERUSER_PASSWORD": "p",
     }
     assert settings_from(parts).database_url == "postgresql+asyncpg://app:pw@db:5432/appdb"
@@ -84,14 +88,19 @@ def test_postgres_parts_build_the_url_and_database_url_wins() -> None:
 )
 def test_a_malformed_value_names_the_variable(name: str, value: str) -> None:
     with pytest.raises(SettingsError) as error:
-        settings_from({name: value, "SECRET_KEY": "s", "FIRST_SUPERUSER_PASSWORD": "p"})
+        settings_from({name: value, "SECRET_KEY": LONG_SECRET, "FIRST_SUPERUSER_PASSWORD": "p"})
     assert str(error.value).startswith(f"{name}:")
     assert "\n" not in str(error.value)
 
 
 @pytest.mark.parametrize("name", ["SECRET_KEY", "POSTGRES_PASSWORD", "FIRST_SUPERUSER_PASSWORD"])
 def test_changethis_is_fatal_outside_local(name: str) -> None:
-    environ = {"SECRET_KEY": "s", "FIRST_SUPERUSER_PASSWORD": "p", "ENVIRONMENT": "production", name: "changethis"}
+    environ = {
+        "SECRET_KEY": LONG_SECRET,
+        "FIRST_SUPERUSER_PASSWORD": "p",
+        "ENVIRONMENT": "production",
+        name: "changethis",
+    }
     with pytest.raises(SettingsError, match=name):
         settings_from(environ)
 
@@ -116,7 +125,9 @@ def test_dotenv_is_read_and_the_environment_wins(tmp_path: Path) -> None:
 
 
 def test_empty_optional_values_mean_unset() -> None:
-    settings = settings_from({"SENTRY_DSN": "", "SMTP_HOST": "", "SECRET_KEY": "s", "FIRST_SUPERUSER_PASSWORD": "p"})
+    settings = settings_from(
+        {"SENTRY_DSN": "", "SMTP_HOST": "", "SECRET_KEY": LONG_SECRET, "FIRST_SUPERUSER_PASSWORD": "p"}
+    )
     assert settings.SENTRY_DSN is None
     assert settings.SMTP_HOST is None
 
@@ -135,3 +146,17 @@ def test_startup_stops_with_one_line_naming_the_variable() -> None:
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith("Configuration error: ACCESS_TOKEN_EXPIRE_MINUTES:")
+
+
+@pytest.mark.parametrize("environment", ["staging", "production"])
+def test_a_short_secret_key_is_fatal_outside_local(environment: str) -> None:
+    environ = {"SECRET_KEY": "x" * 31, "FIRST_SUPERUSER_PASSWORD": "p", "ENVIRONMENT": environment}
+    with pytest.raises(SettingsError, match=r"^SECRET_KEY: 31 bytes is too short") as error:
+        settings_from(environ)
+    assert "\n" not in str(error.value)
+    assert settings_from({**environ, "SECRET_KEY": "x" * 32}).SECRET_KEY == "x" * 32
+
+
+def test_a_short_secret_key_only_warns_in_local() -> None:
+    with pytest.warns(UserWarning, match="SECRET_KEY: 5 bytes is too short"):
+        settings_from({"SECRET_KEY": "short", "FIRST_SUPERUSER_PASSWORD": "p"})
