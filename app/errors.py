@@ -1,4 +1,4 @@
-"""The one place that shapes error bodies: `{"detail": "..."}`, and 422 `{"detail": [{loc, msg, type}]}`."""
+"""The one place that shapes error bodies: `{"detail": "..."}`, and 422 `{"detail": [{type, loc, msg, input, ctx}]}`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ from typing import Any
 import structlog
 from advanced_alchemy.exceptions import DuplicateKeyError, NotFoundError, RepositoryError
 from litestar import MediaType, Request, Response
+from litestar.datastructures import UploadFile
+from litestar.enums import RequestEncodingType
 from litestar.exceptions import ClientException, HTTPException, ValidationException
+from litestar.params import BodyKwarg
 from litestar.status_codes import (
     HTTP_404_NOT_FOUND,
     HTTP_409_CONFLICT,
@@ -16,9 +19,13 @@ from litestar.status_codes import (
     HTTP_500_INTERNAL_SERVER_ERROR,
     HTTP_503_SERVICE_UNAVAILABLE,
 )
-from litestar.types import ExceptionHandlersMap
+from litestar.types import Empty, ExceptionHandlersMap
+from litestar.utils.scope.state import ScopeState
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+from app import validation
+from app.validation import Error
 
 log = structlog.get_logger("app.errors")
 
@@ -29,69 +36,87 @@ def _detail(status_code: int, detail: Any, headers: dict[str, str] | None = None
     return Response({"detail": detail}, status_code=status_code, headers=headers, media_type=MediaType.JSON)
 
 
-def _error_type(message: str) -> str:
-    lowered = message.lower()
-    if "missing required" in lowered:
-        return "missing"
-    if "expected" in lowered:
-        return "type_error"
-    return "value_error"
-
-
-_MISSING_FIELD = re.compile(r"missing required field `([^`]+)`")
+_SOURCES = ("path", "query", "header", "cookie", "body")  # the order FastAPI reports them in
 _MISSING_PARAMETER = re.compile(r"Missing required (query|path|header|cookie) parameter '([^']+)'")
+_FORM_ENCODINGS = (RequestEncodingType.URL_ENCODED, RequestEncodingType.MULTI_PART)
 
 
-def _entry(message: str, source: str, key: str) -> dict[str, Any]:
-    # Litestar passes msgspec's message without its "- at `$...`" part, and the field's path as `key`.
-    missing = _MISSING_FIELD.search(message) if source == "body" else None
-    if source == "body" and key == "data" and missing is None:
-        # The body as a whole: absent (Litestar reports the missing `data` argument, or msgspec a null)...
-        if message == "'data'" or message.endswith("got `null`"):
-            return {"type": "missing", "loc": ["body"], "msg": "Field required"}
-        # ...or of the wrong kind, such as a list where an object belongs.
-        return {"type": _error_type(message), "loc": ["body"], "msg": message}
-    loc: list[str | int] = [source]
-    if source == "body" and key != "data":
-        loc.extend(int(part) if part.isdigit() else part for part in key.split(".") if part)
-    elif source != "body" and key:
-        loc.append(key)
-    if missing:
-        loc.append(missing.group(1))
-    return {"type": _error_type(message), "loc": loc, "msg": message}
+def validation_errors(request: Request[Any, Any, Any], exc: ValidationException) -> list[Error]:
+    """Every failing input of the request, as the template's pydantic reports it.
 
-
-def validation_errors(exc: ValidationException) -> list[dict[str, Any]]:
-    """Litestar's `extra` list (message/key/source) in FastAPI's shape (loc/msg/type)."""
-    errors: list[dict[str, Any]] = []
-    for entry in exc.extra if isinstance(exc.extra, list) else []:
-        if isinstance(entry, dict):
-            source = entry.get("source") or "body"
-            errors.append(
-                _entry(
-                    str(entry.get("message", "Invalid value")),
-                    str(getattr(source, "value", source)),
-                    str(entry.get("key") or ""),
-                )
-            )
-    if errors:
-        return errors
+    Litestar names the failing parameters (and only the first failure inside a body); each is checked again from
+    the raw request against the handler's declarations (see app/validation.py).
+    """
     missing = _MISSING_PARAMETER.search(str(exc.detail))
     if missing:
-        return [{"type": "missing", "loc": [missing.group(1), missing.group(2)], "msg": "Field required"}]
-    return [_entry(str(exc.detail), "body", "")]
+        return [validation.missing([missing.group(1), missing.group(2)], None)]
+    failed: dict[str, tuple[str, str]] = {}
+    for entry in exc.extra if isinstance(exc.extra, list) else []:
+        if isinstance(entry, dict):
+            source = str(getattr(entry.get("source"), "value", entry.get("source") or "body"))
+            name = "data" if source == "body" else str(entry.get("key") or "")
+            failed.setdefault(name, (source, str(entry.get("message", "Invalid value"))))
+    if not failed:
+        # An unreadable form (multipart without its boundary, say) is one that sent nothing.
+        failed["data"] = ("body", str(exc.detail))
+    fields = validation.signature_fields(request.route_handler.signature_model)
+    errors: list[Error] = []
+    for name, (source, message) in sorted(failed.items(), key=lambda item: _SOURCES.index(item[1][0])):
+        if name == "data" and name in fields:
+            errors.extend(validation.body_errors(_raw_body(request), fields[name], form=_is_form(request)))
+            continue
+        raw = _raw_parameter(request, source, name)
+        loc: validation.Loc = [source, name] if source != "body" else ["body"]
+        found = validation.check(raw, fields[name], loc) if name in fields else None
+        # msgspec refused something the pydantic-style checks accept: still a 422, in msgspec's words.
+        errors.append(found or validation.error("value_error", loc, message, raw))
+    return errors or [validation.error("value_error", ["body"], str(exc.detail), None)]
 
 
-def on_validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
-    return _detail(HTTP_422_UNPROCESSABLE_ENTITY, validation_errors(exc))
+def _is_form(request: Request[Any, Any, Any]) -> bool:
+    data = request.route_handler.parsed_fn_signature.parameters.get("data")
+    kwarg = data.kwarg_definition if data is not None else None
+    return isinstance(kwarg, BodyKwarg) and kwarg.media_type in _FORM_ENCODINGS
 
 
-def on_http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+def _raw_body(request: Request[Any, Any, Any]) -> Any:
+    # Litestar keeps what it decoded (or tried to) in the connection's scope state.
+    state = ScopeState.from_scope(request.scope)
+    if _is_form(request):
+        return {} if state.form is Empty else state.form
+    return None if state.json is Empty else state.json
+
+
+def _raw_parameter(request: Request[Any, Any, Any], source: str, name: str) -> Any:
+    if source == "path":
+        return request.path_params.get(name)
+    if source == "header":
+        return request.headers.get(name)
+    if source == "cookie":
+        return request.cookies.get(name)
+    return request.query_params.get(name)
+
+
+def on_validation_error(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
+    return Response(
+        {"detail": validation_errors(request, exc)},
+        status_code=HTTP_422_UNPROCESSABLE_ENTITY,
+        media_type=MediaType.JSON,
+        # A file sent where a form expects text is the `input` of its error: shown by its name.
+        type_encoders={UploadFile: lambda upload: upload.filename},
+    )
+
+
+def on_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     if exc.status_code >= HTTP_500_INTERNAL_SERVER_ERROR:
-        return on_unexpected_error(_, exc)
+        return on_unexpected_error(request, exc)
     if type(exc) is ClientException:
-        # Litestar's own 400s are bodies it could not decode (malformed JSON or form): a 422 here.
-        return _detail(HTTP_422_UNPROCESSABLE_ENTITY, [{"type": "json_invalid", "loc": ["body"], "msg": exc.detail}])
+        # Litestar's own 400s are bodies it could not decode: a 422 with Python's json account of where it broke.
+        body = ScopeState.from_scope(request.scope).body
+        found = validation.json_invalid(body) if isinstance(body, bytes) else None
+        ctx = {"error": exc.detail}
+        errors = [found or validation.error("json_invalid", ["body", 0], "JSON decode error", {}, ctx)]
+        return _detail(HTTP_422_UNPROCESSABLE_ENTITY, errors)
     return _detail(exc.status_code, exc.detail, exc.headers)
 
 

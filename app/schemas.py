@@ -9,9 +9,11 @@ from uuid import UUID
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+from app.validation import EMAIL_FORMAT, normalize_email
 
-Email = Annotated[str, Meta(max_length=255, pattern=EMAIL_PATTERN, extra_json_schema={"format": "email"})]
+# What decides an address is `normalize_email` (in `__post_init__`); the schema only documents it.
+EMAIL_SCHEMA = {"format": EMAIL_FORMAT, "max_length": 255}
+Email = Annotated[str, Meta(extra_json_schema={"extra": EMAIL_SCHEMA})]
 Password = Annotated[str, Meta(min_length=8, max_length=128)]
 FullName = Annotated[str, Meta(max_length=255)]
 Title = Annotated[str, Meta(min_length=1, max_length=255)]
@@ -48,29 +50,42 @@ class UsersPublic(Struct):
     count: int
 
 
-class UserCreate(Struct):
+class WithEmail:
+    """Stores the address as pydantic's `EmailStr` would: normalised, or the body is invalid (a plain mixin, so
+    each Struct keeps its own field order)."""
+
+    __slots__ = ()
+    email: Any
+
+    def __post_init__(self) -> None:
+        if isinstance(self.email, str):
+            self.email = normalize_email(self.email)
+
+
+# Field order is the template's (its models inherit `UserBase`): pydantic reports failing fields in this order.
+class UserCreate(WithEmail, Struct, kw_only=True):
     email: Email
-    password: Password
     is_active: bool = True
     is_superuser: bool = False
     full_name: FullName | None = None
+    password: Password
 
 
-class UserRegister(Struct):
+class UserRegister(WithEmail, Struct):
     email: Email
     password: Password
     full_name: FullName | None = None
 
 
-class UserUpdate(Struct):
+class UserUpdate(WithEmail, Struct):
     email: Email | UnsetType = UNSET
-    password: Password | UnsetType = UNSET
     is_active: bool | UnsetType = UNSET
     is_superuser: bool | UnsetType = UNSET
     full_name: FullName | UnsetType | None = UNSET
+    password: Password | UnsetType = UNSET
 
 
-class UserUpdateMe(Struct):
+class UserUpdateMe(WithEmail, Struct):
     full_name: FullName | UnsetType | None = UNSET
     email: Email | UnsetType = UNSET
 
@@ -80,7 +95,7 @@ class UpdatePassword(Struct):
     new_password: Password
 
 
-class PrivateUserCreate(Struct):
+class PrivateUserCreate(WithEmail, Struct):
     email: Email
     password: Password
     full_name: FullName

@@ -5,6 +5,7 @@ from typing import Annotated
 from litestar import Controller, Response, get, post
 from litestar.background_tasks import BackgroundTask
 from litestar.di import NamedDependency
+from litestar.exceptions import ValidationException
 from litestar.openapi import ResponseSpec
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -14,7 +15,8 @@ from app.auth import EXCLUDE_FROM_AUTH, requires_superuser
 from app.config import Settings
 from app.database import ping
 from app.errors import DATABASE_UNAVAILABLE
-from app.schemas import EMAIL_PATTERN, HTTPError, Message, Readiness
+from app.schemas import EMAIL_SCHEMA, HTTPError, Message, Readiness
+from app.validation import InvalidEmail, normalize_email
 
 
 class UtilsController(Controller):
@@ -25,14 +27,19 @@ class UtilsController(Controller):
     async def test_email(
         self,
         settings: NamedDependency[Settings],
-        email_to: Annotated[str, Parameter(pattern=EMAIL_PATTERN, max_length=255)],
+        email_to: Annotated[str, Parameter(schema_extra=EMAIL_SCHEMA)],
     ) -> Response[Message]:
         """Send a test email."""
-        mail = emails.test_email(settings, email_to)
+        try:
+            address = normalize_email(email_to)
+        except InvalidEmail:
+            # app/errors.py words it, from this parameter's declared format.
+            raise ValidationException(extra=[{"key": "email_to", "source": "query"}]) from None
+        mail = emails.test_email(settings, address)
         return Response(
             Message(message="Test email sent"),
             status_code=201,
-            background=BackgroundTask(emails.send_email, settings, email_to, mail),
+            background=BackgroundTask(emails.send_email, settings, address, mail),
         )
 
     @get("/health-check", opt={EXCLUDE_FROM_AUTH: True}, cache=False)
