@@ -67,7 +67,31 @@ def configure_logging(settings: Settings) -> None:
 def init_sentry(settings: Settings) -> None:
     """Must run before the Litestar app is built: the integration patches `Litestar.__init__`."""
     if settings.SENTRY_DSN and settings.ENVIRONMENT != "local":
-        sentry_sdk.init(dsn=settings.SENTRY_DSN, environment=settings.ENVIRONMENT, send_default_pii=False)
+        sentry_sdk.init(
+            dsn=settings.SENTRY_DSN,
+            environment=settings.ENVIRONMENT,
+            send_default_pii=False,
+            # Frames' local variables hold the raw ASGI scope (headers as byte pairs, which the default scrubber
+            # does not recognise: the bearer token), request bodies (passwords) and reset links.
+            include_local_variables=False,
+            max_request_body_size="never",
+            before_send=without_credentials,
+        )
+
+
+_CREDENTIAL_HEADERS = {"authorization", "cookie", "proxy-authorization", "x-api-key"}
+
+
+def without_credentials(event: Any, _hint: Any) -> Any:
+    """Drop what could carry a credential from an event's request, whatever an integration put there."""
+    request = event.get("request")
+    if isinstance(request, dict):
+        request.pop("cookies", None)
+        request.pop("data", None)
+        headers = request.get("headers")
+        if isinstance(headers, dict):
+            request["headers"] = {k: v for k, v in headers.items() if k.lower() not in _CREDENTIAL_HEADERS}
+    return event
 
 
 def request_logging(app: ASGIApp) -> ASGIApp:
