@@ -94,6 +94,15 @@ def without_credentials(event: Any, _hint: Any) -> Any:
     return event
 
 
+_ADDRESS_LOCAL_PART = re.compile(r"[^/@]+@")
+
+
+def masked_path(path: str) -> str:
+    """The path with the local part of any email address in it hidden (`/password-recovery/***@example.com`):
+    the domain is enough to follow a problem, as in the mailer's own log lines."""
+    return _ADDRESS_LOCAL_PART.sub("***@", path) if "@" in path else path
+
+
 def request_logging(app: ASGIApp) -> ASGIApp:
     """One line per HTTP request: method, path, status, duration_ms, request_id, user_id (bound by the auth
     middleware). Never bodies or credentials. The request id comes from `X-Request-ID` (when sane) or is
@@ -128,7 +137,7 @@ def request_logging(app: ASGIApp) -> ASGIApp:
             access_log.info(
                 "request",
                 method=scope.get("method"),
-                path=scope["path"],
+                path=masked_path(scope["path"]),
                 status=status,
                 duration_ms=round((time.perf_counter() - started) * 1000, 2),
             )

@@ -240,6 +240,24 @@ def test_request_log_line_has_the_fields_and_no_secrets(served: Served, user: Ac
     assert user.headers["Authorization"].split()[1] not in rendered
 
 
+@pytest.mark.parametrize("route", ["/password-recovery/{}", "/password-recovery-html-content/{}"])
+def test_request_log_lines_hide_the_addresses_in_paths(
+    served: Served, superuser_headers: dict[str, str], route: str
+) -> None:
+    app = create_app(make_settings(served.database.url, LOG_LEVEL="INFO"))
+    records = Records()
+    logging.getLogger().addHandler(records)
+    try:
+        with LiveServer(app) as server:
+            for address in ("jane.doe@example.com", "jane.doe%40example.com"):
+                httpx.post(server.url + "/api/v1" + route.format(address), headers=superuser_headers)
+    finally:
+        logging.getLogger().removeHandler(records)
+    paths = [r.msg["path"] for r in records.records if r.name == "app.request" and isinstance(r.msg, dict)]
+    assert paths == ["/api/v1" + route.format("***@example.com")] * 2
+    assert not [r for r in records.records if "jane.doe" in str(r.msg)]
+
+
 # ------------------------------------------------------------ rate limits
 
 
