@@ -22,6 +22,9 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from argon2.profiles import RFC_9106_LOW_MEMORY
 
 ALGORITHM = "HS256"
+# Replicas' clocks differ a little: a token issued by one a second "in the future" of another is still valid.
+# PyJWT applies the leeway to expiry too: the decoders check `exp` again without it.
+CLOCK_SKEW = timedelta(seconds=30)
 
 _hasher = PasswordHasher.from_parameters(RFC_9106_LOW_MEMORY)
 
@@ -113,7 +116,9 @@ def _verified_access_token(token: str, secret: str) -> tuple[AccessToken, float]
     """Signature and claims checked once per token string (a client sends the same token many times); expiry
     is checked on every use by the caller, and revocation against the database by the auth middleware."""
     try:
-        claims: dict[str, Any] = jwt.decode(token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub"]})
+        claims: dict[str, Any] = jwt.decode(
+            token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub"]}, leeway=CLOCK_SKEW
+        )
     except jwt.PyJWTError as exc:
         raise InvalidTokenError(str(exc)) from None
     # Anything else the template signed (its reset tokens: an email as `sub`, and `nbf`) is never an access token.
@@ -141,10 +146,16 @@ def decode_reset_token(token: str, secret: str) -> tuple[str, str]:
     and no fingerprint: they are refused, see the README's cutover procedure)."""
     try:
         claims: dict[str, Any] = jwt.decode(
-            token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "iat", "sub", "typ", "pwd"]}
+            token,
+            secret,
+            algorithms=[ALGORITHM],
+            options={"require": ["exp", "iat", "sub", "typ", "pwd"]},
+            leeway=CLOCK_SKEW,
         )
     except jwt.PyJWTError as exc:
         raise InvalidTokenError(str(exc)) from None
     if claims["typ"] != "reset":
         raise InvalidTokenError("not a reset token")
+    if float(claims["exp"]) <= time.time():  # the leeway is for `iat` only
+        raise InvalidTokenError("expired")
     return str(claims["sub"]), str(claims["pwd"])

@@ -295,3 +295,14 @@ def test_a_template_token_is_revoked_like_ours(
     client.patch(f"/users/{deactivated.id}", json={"is_active": False}, headers=superuser_headers)
     client.patch(f"/users/{deactivated.id}", json={"is_active": True}, headers=superuser_headers)
     assert client.get("/users/me", headers=bearer(gone)).status_code == 403
+
+
+@pytest.mark.parametrize(("issued_in", "status"), [(2, 200), (20, 200), (300, 403)])
+def test_a_token_issued_slightly_in_the_future_is_valid(
+    client: httpx.Client, user: Account, issued_in: int, status: int
+) -> None:
+    """Another replica's clock may run a little ahead; minutes ahead is a forgery."""
+    now = datetime.now(UTC)
+    claims = {"sub": user.id, "typ": "access", "ver": 0, "jti": "x", "exp": now + timedelta(minutes=5)}
+    token = jwt.encode({**claims, "iat": now + timedelta(seconds=issued_in)}, SECRET_KEY, algorithm="HS256")
+    assert client.get("/users/me", headers=bearer(token)).status_code == status

@@ -16,7 +16,6 @@ from app.config import Settings
 from app.ratelimit import RateLimiter
 from app.schemas import LoginForm, Message, NewPassword, Token, UserPublic, user_public
 from app.services import BadRequest, UserService, provide_user_service
-from db.models import User
 from db.queries import UserRow
 
 RECOVERY_SENT = "If that email is registered, we sent a password recovery link"
@@ -34,9 +33,14 @@ async def read_form_in_either_encoding(request: Request[Any, Any, Any]) -> None:
     await request.form()
 
 
-def reset_token_for(settings: Settings, user: User) -> str:
+def reset_token_for(settings: Settings, email: str, hashed_password: str) -> str:
     expires = timedelta(hours=settings.EMAIL_RESET_TOKEN_EXPIRE_HOURS)
-    return security.create_reset_token(user.email, user.hashed_password, settings.SECRET_KEY, expires)
+    return security.create_reset_token(email, hashed_password, settings.SECRET_KEY, expires)
+
+
+async def send_recovery_email(settings: Settings, email: str, hashed_password: str) -> None:
+    mail = emails.reset_password_email(settings, email, reset_token_for(settings, email, hashed_password))
+    await emails.send_email(settings, email, mail)
 
 
 class LoginController(Controller):
@@ -94,10 +98,11 @@ class LoginController(Controller):
             f"recovery:client:{client_address(request)}", settings.RECOVERY_PER_CLIENT_PER_HOUR, HOUR
         )
         user = await users.get_by_email(email)
-        background = None
-        if user is not None:
-            mail = emails.reset_password_email(settings, user.email, reset_token_for(settings, user))
-            background = BackgroundTask(emails.send_email, settings, user.email, mail)
+        # The token and the mail are made after the answer, so that a known address is not answered later
+        # than an unknown one.
+        background = (
+            None if user is None else BackgroundTask(send_recovery_email, settings, user.email, user.hashed_password)
+        )
         return Response(Message(message=RECOVERY_SENT), background=background)
 
     @post("/reset-password", status_code=200, opt={EXCLUDE_FROM_AUTH: True})
@@ -130,7 +135,9 @@ class LoginController(Controller):
         user = await users.get_by_email(email)
         if user is None:
             raise NotFoundException("The user with this username does not exist in the system.")
-        mail = emails.reset_password_email(settings, user.email, reset_token_for(settings, user))
+        mail = emails.reset_password_email(
+            settings, user.email, reset_token_for(settings, user.email, user.hashed_password)
+        )
         return Response(
             mail.html, media_type=MediaType.HTML, headers={"X-Email-Subject": emails.http_header_value(mail.subject)}
         )
