@@ -30,8 +30,10 @@ def engine_config(settings: Settings) -> EngineConfig:
     url = settings.database_url
     if is_sqlite(url):
         # One file, many readers, one writer: wait for the lock instead of failing.
-        return EngineConfig(connect_args={"timeout": 30})
+        return EngineConfig(connect_args={"timeout": 30}, hide_parameters=True)
     return EngineConfig(
+        # A statement's error message (logged, sent to Sentry) must not carry its values: hashes, addresses.
+        hide_parameters=True,
         pool_size=settings.DB_POOL_SIZE,
         # A fixed pool: overflow connections are closed on return and reopened at the next burst (bench/ saw
         # hundreds a minute, each a handshake in some request's latency); a request waits for a free one instead.

@@ -1,5 +1,6 @@
 """Beyond the template: token revocation, rate limits, body size limits, legacy hashes, CORS, error hygiene."""
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Callable, Iterator
@@ -8,6 +9,8 @@ import bcrypt
 import httpx
 import pytest
 from litestar import get
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from app.main import create_app
 from tests.conftest import Account, LiveServer, Served, login, make_settings, random_email
@@ -360,3 +363,22 @@ def test_a_write_completes_when_the_client_disconnects_right_after_sending(
             break
         time.sleep(0.1)
     assert response.status_code == 200
+
+
+def test_database_errors_never_carry_the_statement_values(served: Served) -> None:
+    """What reaches a log line or Sentry from a failed statement: the SQL, not the hash or address in it."""
+    engine = served.app.state.db_config.get_engine()
+
+    async def fail() -> str:
+        async with engine.connect() as connection:
+            try:
+                await connection.execute(
+                    text("SELECT CAST(:value AS text) FROM no_such_table"), {"value": "$argon2id$secret-hash"}
+                )
+            except DBAPIError as exc:
+                return str(exc)
+        return ""
+
+    message = asyncio.run(fail())
+    assert "no_such_table" in message
+    assert "secret-hash" not in message
