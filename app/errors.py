@@ -50,27 +50,29 @@ def validation_errors(request: Request[Any, Any, Any], exc: ValidationException)
     missing = _MISSING_PARAMETER.search(str(exc.detail))
     if missing:
         return [validation.missing([missing.group(1), missing.group(2)], None)]
-    failed: dict[str, tuple[str, str]] = {}
+    failed: dict[str, tuple[str, str, str]] = {}  # handler parameter -> (source, key, msgspec's message)
     for entry in exc.extra if isinstance(exc.extra, list) else []:
         if isinstance(entry, dict):
             source = str(getattr(entry.get("source"), "value", entry.get("source") or "body"))
-            name = "data" if source == "body" else str(entry.get("key") or "")
-            failed.setdefault(name, (source, str(entry.get("message", "Invalid value"))))
+            key = str(entry.get("key") or "")
+            name = "data" if source == "body" else key
+            failed.setdefault(name, (source, key, str(entry.get("message", "Invalid value"))))
     if not failed:
         # An unreadable form (multipart without its boundary, say) is one that sent nothing.
-        failed["data"] = ("body", str(exc.detail))
+        failed["data"] = ("body", "", str(exc.detail))
     fields = validation.signature_fields(request.route_handler.signature_model)
     errors: list[Error] = []
-    for name, (source, message) in sorted(failed.items(), key=lambda item: _SOURCES.index(item[1][0])):
-        if name == "data" and name in fields:
-            errors.extend(validation.body_errors(_raw_body(request), fields[name], form=_is_form(request)))
-            continue
-        raw = _raw_parameter(request, source, name)
-        loc: validation.Loc = [source, name] if source != "body" else ["body"]
-        found = validation.check(raw, fields[name], loc) if name in fields else None
+    for name, (source, key, message) in sorted(failed.items(), key=lambda item: _SOURCES.index(item[1][0])):
+        if source == "body":
+            found = validation.body_errors(_raw_body(request), fields[name], form=_is_form(request))
+            loc: validation.Loc = ["body"] if key in ("", "data") else ["body", *key.split(".")]
+            raw = None
+        else:
+            loc, raw = [source, name], _raw_parameter(request, source, name)
+            found = [error] if name in fields and (error := validation.check(raw, fields[name], loc)) else []
         # msgspec refused something the pydantic-style checks accept: still a 422, in msgspec's words.
-        errors.append(found or validation.error("value_error", loc, message, raw))
-    return errors or [validation.error("value_error", ["body"], str(exc.detail), None)]
+        errors.extend(found or [validation.error("value_error", loc, message, raw)])
+    return errors
 
 
 def _is_form(request: Request[Any, Any, Any]) -> bool:
