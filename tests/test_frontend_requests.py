@@ -218,14 +218,7 @@ LOGIN_VARIANTS = [
     "chromium-formdata",
     "chromium-formdata-charset",
     "swagger-try-it-out",
-    pytest.param(
-        "empty-optional-fields",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="the template (FastAPI Form) reads an empty form value as absent, so `grant_type=` is no "
-            "grant_type and logs in; LoginForm (app/schemas.py, read in app/api/login.py) rejects it with 422",
-        ),
-    ),
+    "empty-optional-fields",
 ]
 
 

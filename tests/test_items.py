@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Account, Served
+from tests.conftest import Account, Served, login
 
 UserFactory = Callable[..., Account]
 
@@ -247,8 +247,9 @@ def test_reading_an_item_checks_the_caller_first(
         assert (gone.status_code, gone.json()) == (404, {"detail": "User not found"})
         idle = client.get(path, headers=inactive.headers)
         assert (idle.status_code, idle.json()) == (400, {"detail": "Inactive user"})
-    # A token issued before a password change is revoked, whatever the item.
+    # A token issued before a password change made by another session is revoked, whatever the item.
+    other_session = login(client, owner.email, owner.password)
     change = {"current_password": owner.password, "new_password": "another-good-password"}
-    assert client.patch("/users/me/password", json=change, headers=owner.headers).status_code == 200
+    assert client.patch("/users/me/password", json=change, headers=other_session).status_code == 200
     revoked = client.get(f"/items/{item['id']}", headers=owner.headers)
     assert (revoked.status_code, revoked.json()) == (403, {"detail": "Could not validate credentials"})

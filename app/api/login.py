@@ -9,6 +9,7 @@ from litestar.di import NamedDependency, Provide
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import NotFoundException
 from litestar.params import Body, FromPath, JSONBody
+from litestar.utils.scope.state import ScopeState
 
 from app import emails, security
 from app.auth import EXCLUDE_FROM_AUTH, requires_superuser
@@ -29,8 +30,12 @@ def client_address(request: Request[Any, Any, Any]) -> str:
 async def read_form_in_either_encoding(request: Request[Any, Any, Any]) -> None:
     """Parse the login form by its content type before Litestar's urlencoded extractor runs (it reuses what is
     parsed here): browsers send the template frontend's `FormData` as multipart, which that extractor would
-    otherwise read as urlencoded and find empty."""
+    otherwise read as urlencoded and find empty. An empty field counts as absent, as in the template (OAuth2
+    clients send `scope=&client_id=`)."""
     await request.form()
+    state = ScopeState.from_scope(request.scope)
+    if isinstance(state.form, dict):
+        state.form = {name: value for name, value in state.form.items() if value != ""}
 
 
 def reset_token_for(settings: Settings, email: str, hashed_password: str) -> str:
