@@ -13,8 +13,6 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import RedocRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, OAuthFlow, OAuthFlows, SecurityScheme
-from litestar.stores.memory import MemoryStore
-from litestar.stores.redis import RedisStore
 from litestar.types import Message, Scope
 
 from app.api.items import ItemsController
@@ -83,12 +81,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     db_config = sqlalchemy_config(settings)
     hot_path = HotPath(db_config.get_engine())
     # Shared by every worker and replica through Redis when configured; per process otherwise.
-    store = (
-        RedisStore.with_client(url=settings.REDIS_URL, namespace=settings.REDIS_NAMESPACE)
-        if settings.REDIS_URL
-        else MemoryStore()
-    )
-    rate_limiter = RateLimiter(store, enabled=settings.RATE_LIMIT_ENABLED)
+    rate_limiter = RateLimiter(settings.REDIS_URL, settings.REDIS_NAMESPACE, enabled=settings.RATE_LIMIT_ENABLED)
 
     controllers: list[Any] = [LoginController, UsersController, ItemsController, UtilsController]
     if settings.ENVIRONMENT == "local":
@@ -105,6 +98,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "item_reads": Provide(provide_item_reads, sync_to_thread=False),
         },
         middleware=[request_logging, auth_middleware(settings, hot_path)],
+        on_shutdown=[rate_limiter.close],
         before_send=[preflight_ok],
         exception_handlers=exception_handlers,
         cors_config=CORSConfig(
@@ -140,6 +134,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     app.state.settings = settings
     app.state.db_config = db_config
     app.state.hot_path = hot_path
+    app.state.rate_limiter = rate_limiter
     openapi_fixups(app)
     app.state.openapi_document = msgspec.json.encode(app.openapi_schema.to_schema())
     return app

@@ -1,57 +1,189 @@
-"""Sliding-window limits on a Litestar store: in memory per process, or shared through Redis (`REDIS_URL`)."""
+"""Sliding-window limits, shared by every worker and replica through Redis (`REDIS_URL`), or kept per process.
+
+An event is reserved atomically *before* the work it limits (a password check costs ~100 ms, and concurrent
+guesses must not all pass a check made before any of them is recorded), and refunded when it should not count
+(a successful login). When Redis does not answer within `REDIS_TIMEOUT_S`, limits are kept per process until it
+does: logins degrade to per-worker limits, they never fail because Redis did. Each worker keeps a copy of the
+events Redis accepted from it, so that a worker falling back (also when Redis is merely slow for a moment) still
+counts what it already let through."""
 
 from __future__ import annotations
 
+import asyncio
 import math
+import secrets
 import time
+from dataclasses import dataclass, field
 
-import msgspec
+import structlog
 from litestar.exceptions import HTTPException
 from litestar.status_codes import HTTP_429_TOO_MANY_REQUESTS
-from litestar.stores.base import Store
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from app.schemas import RateLimitMode
 
 TOO_MANY_REQUESTS = "Too many requests, please try again later"
+REDIS_TIMEOUT_S = 0.25
+# After Redis failed, how long requests use the per-process limits before Redis is tried again: a hanging Redis
+# then costs one request in this interval REDIS_TIMEOUT_S, not every request.
+REDIS_RETRY_INTERVAL_S = 5.0
+
+log = structlog.get_logger("app.ratelimit")
+
+# Drop the events that left the window, refuse when `limit` remain, else record this one: all in one step.
+# Returns nil when reserved, else the time of the event whose expiry frees the next slot.
+_RESERVE = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[1]) - tonumber(ARGV[2]))
+local limit = tonumber(ARGV[3])
+if redis.call('ZCARD', KEYS[1]) >= limit then
+    return redis.call('ZRANGE', KEYS[1], -limit, -limit, 'WITHSCORES')[2]
+end
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[4])
+redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2])))
+return nil
+"""
 
 
 class TooManyRequests(HTTPException):
     status_code = HTTP_429_TOO_MANY_REQUESTS
 
 
-class RateLimiter:
-    """At most `limit` events per key in any `window` seconds (the times of recent events are kept, so the
-    limit holds across window boundaries). A limit of 0 switches a check off.
+@dataclass(frozen=True)
+class Quota:
+    key: str
+    limit: int
+    window: int
 
-    Read-modify-write without a lock: concurrent requests may slip one or two events past a limit, never more
-    than the number of requests in flight for that key."""
 
-    def __init__(self, store: Store, enabled: bool = True) -> None:
-        self.store = store
-        self.enabled = enabled
+@dataclass(frozen=True)
+class Reservation:
+    """Events recorded by one `reserve`, in the store that recorded them."""
 
-    async def _recent(self, key: str, window: int, now: float) -> list[float]:
-        raw = await self.store.get(key)
-        events = msgspec.json.decode(raw, type=list[float]) if raw else []
-        return [moment for moment in events if moment > now - window]
+    events: tuple[tuple[str, str], ...]  # (key, member)
+    in_redis: bool
 
-    async def check(self, key: str, limit: int, window: int) -> None:
-        """Raise 429 (with `Retry-After`) when `key` already had `limit` events in the last `window` seconds."""
-        if not self.enabled or limit <= 0:
-            return
-        now = time.time()
-        recent = await self._recent(key, window, now)
+
+@dataclass
+class _ProcessWindows:
+    """The per-process store. No await between reading and writing: atomic within the event loop."""
+
+    events: dict[str, list[tuple[float, str]]] = field(default_factory=dict)
+    reserves_since_sweep: int = 0
+
+    def reserve(self, key: str, limit: int, window: int, now: float, member: str) -> float | None:
+        recent = [event for event in self.events.get(key, []) if event[0] > now - window]
         if len(recent) >= limit:
-            retry_after = math.ceil(recent[-limit] + window - now)
-            raise TooManyRequests(TOO_MANY_REQUESTS, headers={"Retry-After": str(max(retry_after, 1))})
+            self.events[key] = recent
+            return recent[-limit][0]
+        self.events[key] = [*recent, (now, member)]
+        self._sweep(now, window)
+        return None
 
-    async def hit(self, key: str, limit: int, window: int) -> None:
-        """Record one event for `key`."""
-        if not self.enabled or limit <= 0:
+    def record(self, key: str, window: int, now: float, member: str) -> None:
+        """Keep a copy of an event Redis accepted: when Redis stops answering, this worker still knows its own."""
+        self.events[key] = [*(event for event in self.events.get(key, []) if event[0] > now - window), (now, member)]
+        self._sweep(now, window)
+
+    def refund(self, key: str, member: str) -> None:
+        if key in self.events:
+            self.events[key] = [event for event in self.events[key] if event[1] != member]
+
+    def _sweep(self, now: float, window: int) -> None:
+        """Forget keys with no recent events now and then, so that many one-off keys do not pile up."""
+        self.reserves_since_sweep += 1
+        if self.reserves_since_sweep < 1000:
             return
-        now = time.time()
-        recent = [*await self._recent(key, window, now), now][-limit:]
-        await self.store.set(key, msgspec.json.encode(recent), expires_in=window)
+        self.reserves_since_sweep = 0
+        self.events = {key: events for key, events in self.events.items() if events and events[-1][0] > now - window}
 
-    async def take(self, key: str, limit: int, window: int) -> None:
-        """Check, then record: for limits on every request rather than only on failures."""
-        await self.check(key, limit, window)
-        await self.hit(key, limit, window)
+
+class RateLimiter:
+    """At most `limit` events per key in any `window` seconds. A limit of 0 switches a check off."""
+
+    def __init__(self, redis_url: str | None, namespace: str, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.namespace = namespace
+        self.redis = (
+            Redis.from_url(redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S)
+            if redis_url
+            else None
+        )
+        self.process = _ProcessWindows()
+        self.redis_retry_at = 0.0  # while in the future, Redis failed lately and the process limits apply
+
+    @property
+    def mode(self) -> RateLimitMode:
+        if not self.enabled:
+            return "off"
+        if self.redis is None:
+            return "process"
+        return "process (redis unavailable)" if time.monotonic() < self.redis_retry_at else "redis"
+
+    async def reserve(self, *quotas: Quota) -> Reservation:
+        """Record one event under each quota, or none at all and 429 (with `Retry-After`) when one is full."""
+        active = [quota for quota in quotas if self.enabled and quota.limit > 0]
+        if not active:
+            return Reservation(events=(), in_redis=False)
+        if self.redis is not None and time.monotonic() >= self.redis_retry_at:
+            try:
+                async with asyncio.timeout(REDIS_TIMEOUT_S):
+                    return await self._reserve_in_redis(self.redis, active)
+            except (RedisError, OSError, TimeoutError) as exc:
+                self.redis_retry_at = time.monotonic() + REDIS_RETRY_INTERVAL_S
+                log.warning(
+                    "redis unavailable, rate limits kept per process",
+                    error=type(exc).__name__,
+                    retry_in_s=REDIS_RETRY_INTERVAL_S,
+                )
+        return self._reserve_in_process(active)
+
+    async def refund(self, reservation: Reservation) -> None:
+        """Take back the events of a reservation (they should not count: the login succeeded)."""
+        for key, member in reservation.events:
+            self.process.refund(key, member)
+        if not reservation.in_redis or self.redis is None:
+            return
+        try:
+            async with asyncio.timeout(REDIS_TIMEOUT_S):
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for key, member in reservation.events:
+                        pipe.zrem(f"{self.namespace}:{key}", member)
+                    await pipe.execute()
+        except (RedisError, OSError, TimeoutError) as exc:
+            # The events expire with their window: at worst a success counts as a failure for a minute.
+            log.warning("redis unavailable, a refund is lost", error=type(exc).__name__)
+
+    async def close(self) -> None:
+        if self.redis is not None:
+            await self.redis.aclose()
+
+    async def _reserve_in_redis(self, redis: Redis, quotas: list[Quota]) -> Reservation:
+        events: list[tuple[str, str]] = []
+        for quota in quotas:
+            member, now = secrets.token_hex(8), time.time()
+            key = f"{self.namespace}:{quota.key}"
+            oldest = await redis.eval(_RESERVE, 1, key, now, quota.window, quota.limit, member)
+            if oldest is not None:
+                await self.refund(Reservation(events=tuple(events), in_redis=True))
+                raise _refusal(float(oldest), quota.window, now)
+            self.process.record(quota.key, quota.window, now, member)
+            events.append((quota.key, member))
+        return Reservation(events=tuple(events), in_redis=True)
+
+    def _reserve_in_process(self, quotas: list[Quota]) -> Reservation:
+        events: list[tuple[str, str]] = []
+        for quota in quotas:
+            member, now = secrets.token_hex(8), time.time()
+            oldest = self.process.reserve(quota.key, quota.limit, quota.window, now, member)
+            if oldest is not None:
+                for key, taken in events:
+                    self.process.refund(key, taken)
+                raise _refusal(oldest, quota.window, now)
+            events.append((quota.key, member))
+        return Reservation(events=tuple(events), in_redis=False)
+
+
+def _refusal(oldest: float, window: int, now: float) -> TooManyRequests:
+    retry_after = max(math.ceil(oldest + window - now), 1)
+    return TooManyRequests(TOO_MANY_REQUESTS, headers={"Retry-After": str(retry_after)})

@@ -184,7 +184,12 @@ def item_public(item: Any) -> ItemPublic:
     )
 
 
-class Readiness(Struct):
-    """`GET /utils/ready`: the service can serve requests (its database answers)."""
+RateLimitMode = Literal["off", "redis", "process", "process (redis unavailable)"]
 
+
+class Readiness(Struct):
+    """`GET /utils/ready`: the service can serve requests (its database answers). Rate limits are shared through
+    Redis, kept per process (no Redis configured), or per process while Redis does not answer: degraded, not down."""
+
+    rate_limits: RateLimitMode
     status: Literal["ready"] = "ready"

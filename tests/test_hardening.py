@@ -2,8 +2,10 @@
 
 import asyncio
 import logging
+import socket
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import bcrypt
 import httpx
@@ -264,23 +266,53 @@ def test_request_log_lines_hide_the_addresses_in_paths(
 # ------------------------------------------------------------ rate limits
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(scope="session")
+def hanging_redis() -> Iterator[str]:
+    """A port that accepts connections and never answers, like a Redis stuck or behind a dead network path."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(128)
+        yield f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
+
+
+def unreachable_redis() -> str:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"redis://127.0.0.1:{port}/0"  # nothing listens there any more: connection refused
+
+
+@pytest.fixture(params=["memory", "redis", "redis unreachable", "redis hanging"])
 def limited(request: pytest.FixtureRequest, served: Served) -> Iterator[httpx.Client]:
+    """A service with the limits on: in memory, shared through Redis, or with Redis down (limits per process)."""
     overrides = {
         "RATE_LIMIT_ENABLED": "true",
         "LOGIN_FAILURES_PER_ACCOUNT_PER_MINUTE": "5",
         "LOGIN_FAILURES_PER_CLIENT_PER_MINUTE": "100",
         "RECOVERY_PER_EMAIL_PER_HOUR": "3",
         "SIGNUP_PER_CLIENT_PER_HOUR": "2",
+        "REDIS_NAMESPACE": f"test-{uuid.uuid4().hex}",  # runs sharing this Redis never collide
     }
-    if request.param == "redis":
-        overrides["REDIS_URL"] = "redis://127.0.0.1:6379/0"
-        overrides["REDIS_NAMESPACE"] = f"test-{uuid.uuid4().hex}"  # runs sharing this Redis never collide
+    redis_urls = {
+        "redis": "redis://127.0.0.1:6379/0",
+        "redis unreachable": unreachable_redis(),
+        "redis hanging": request.getfixturevalue("hanging_redis") if request.param == "redis hanging" else "",
+    }
+    if request.param in redis_urls:
+        overrides["REDIS_URL"] = redis_urls[request.param]
     with (
         LiveServer(create_app(make_settings(served.database.url, **overrides))) as server,
-        httpx.Client(base_url=server.url + "/api/v1") as http,
+        httpx.Client(base_url=server.url + "/api/v1", timeout=10) as http,
     ):
         yield http
+
+
+def test_concurrent_guesses_never_pass_the_limit(limited: httpx.Client, new_account: UserFactory) -> None:
+    victim = new_account()
+    wrong = {"username": victim.email, "password": "wrong-guess"}
+    with ThreadPoolExecutor(max_workers=30) as pool:
+        statuses = sorted(pool.map(lambda _: limited.post("/login/access-token", data=wrong).status_code, range(30)))
+    assert statuses == [400] * 5 + [429] * 25, statuses
 
 
 def test_sixth_wrong_password_is_429_while_others_still_log_in(limited: httpx.Client, new_account: UserFactory) -> None:
@@ -382,3 +414,18 @@ def test_database_errors_never_carry_the_statement_values(served: Served) -> Non
     message = asyncio.run(fail())
     assert "no_such_table" in message
     assert "secret-hash" not in message
+
+
+@pytest.mark.parametrize(
+    ("redis", "mode"), [("redis", "redis"), ("redis unreachable", "process (redis unavailable)"), ("", "process")]
+)
+def test_readiness_tells_where_the_limits_are_kept(
+    served: Served, new_account: UserFactory, redis: str, mode: str
+) -> None:
+    url = {"redis": "redis://127.0.0.1:6379/0", "redis unreachable": unreachable_redis(), "": ""}[redis]
+    settings = make_settings(served.database.url, RATE_LIMIT_ENABLED="true", REDIS_URL=url)
+    account = new_account()
+    with LiveServer(create_app(settings)) as server, httpx.Client(base_url=server.url + "/api/v1") as http:
+        login(http, account.email, account.password)  # the first use of the limiter finds Redis down
+        ready = http.get("/utils/ready")
+    assert (ready.status_code, ready.json()) == (200, {"status": "ready", "rate_limits": mode})

@@ -14,7 +14,7 @@ from litestar.utils.scope.state import ScopeState
 from app import emails, security
 from app.auth import EXCLUDE_FROM_AUTH, requires_superuser
 from app.config import Settings
-from app.ratelimit import RateLimiter
+from app.ratelimit import Quota, RateLimiter
 from app.schemas import LoginForm, Message, NewPassword, Token, UserPublic, user_public
 from app.services import BadRequest, UserService, provide_user_service
 from db.queries import UserRow
@@ -67,15 +67,24 @@ class LoginController(Controller):
         data: Annotated[LoginForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
     ) -> Token:
         """OAuth2 password login: an access token for future requests."""
-        account_key = f"login-fail:account:{data.username.lower()}"
-        client_key = f"login-fail:client:{client_address(request)}"
-        await rate_limiter.check(account_key, settings.LOGIN_FAILURES_PER_ACCOUNT_PER_MINUTE, MINUTE)
-        await rate_limiter.check(client_key, settings.LOGIN_FAILURES_PER_CLIENT_PER_MINUTE, MINUTE)
-        user = await users.authenticate(data.username, data.password)
+        # Every attempt is counted as a failure before the password is checked, and refunded when it was right:
+        # concurrent guesses cannot all pass a check made before any of them is recorded.
+        attempt = await rate_limiter.reserve(
+            Quota(
+                f"login-fail:account:{data.username.lower()}", settings.LOGIN_FAILURES_PER_ACCOUNT_PER_MINUTE, MINUTE
+            ),
+            Quota(
+                f"login-fail:client:{client_address(request)}", settings.LOGIN_FAILURES_PER_CLIENT_PER_MINUTE, MINUTE
+            ),
+        )
+        try:
+            user = await users.authenticate(data.username, data.password)
+        except Exception:
+            await rate_limiter.refund(attempt)  # not a failed login: the service failed
+            raise
         if user is None:
-            await rate_limiter.hit(account_key, settings.LOGIN_FAILURES_PER_ACCOUNT_PER_MINUTE, MINUTE)
-            await rate_limiter.hit(client_key, settings.LOGIN_FAILURES_PER_CLIENT_PER_MINUTE, MINUTE)
             raise BadRequest("Incorrect email or password")
+        await rate_limiter.refund(attempt)
         if not user.is_active:
             raise BadRequest("Inactive user")
         expires = timedelta(minutes=settings.ACCESS_TOKEN_EXPIRE_MINUTES)
@@ -98,9 +107,9 @@ class LoginController(Controller):
         email: FromPath[str],
     ) -> Response[Message]:
         """Password recovery. The answer is the same whether or not the address is registered."""
-        await rate_limiter.take(f"recovery:email:{email.lower()}", settings.RECOVERY_PER_EMAIL_PER_HOUR, HOUR)
-        await rate_limiter.take(
-            f"recovery:client:{client_address(request)}", settings.RECOVERY_PER_CLIENT_PER_HOUR, HOUR
+        await rate_limiter.reserve(
+            Quota(f"recovery:email:{email.lower()}", settings.RECOVERY_PER_EMAIL_PER_HOUR, HOUR),
+            Quota(f"recovery:client:{client_address(request)}", settings.RECOVERY_PER_CLIENT_PER_HOUR, HOUR),
         )
         user = await users.get_by_email(email)
         # The token and the mail are made after the answer, so that a known address is not answered later

@@ -12,7 +12,7 @@ from app import emails, security
 from app.api.login import HOUR, client_address
 from app.auth import EXCLUDE_FROM_AUTH, USER_NOT_FOUND, requires_superuser
 from app.config import Settings
-from app.ratelimit import RateLimiter
+from app.ratelimit import Quota, RateLimiter
 from app.schemas import (
     PAGE_MAX,
     Message,
@@ -107,7 +107,9 @@ class UsersController(Controller):
         data: JSONBody[UserRegister],
     ) -> UserPublic:
         """Create an account without logging in."""
-        await rate_limiter.take(f"signup:client:{client_address(request)}", settings.SIGNUP_PER_CLIENT_PER_HOUR, HOUR)
+        await rate_limiter.reserve(
+            Quota(f"signup:client:{client_address(request)}", settings.SIGNUP_PER_CLIENT_PER_HOUR, HOUR)
+        )
         user = await users.create_account(changes(data), "The user with this email already exists in the system")
         return user_public(user)
 

@@ -15,6 +15,7 @@ from app.auth import EXCLUDE_FROM_AUTH, requires_superuser
 from app.config import Settings
 from app.database import ping
 from app.errors import DATABASE_UNAVAILABLE
+from app.ratelimit import RateLimiter
 from app.schemas import EMAIL_SCHEMA, HTTPError, Message, Readiness
 from app.validation import InvalidEmail, normalize_email
 
@@ -53,7 +54,12 @@ class UtilsController(Controller):
         cache=False,
         responses={503: ResponseSpec(HTTPError, description=DATABASE_UNAVAILABLE)},
     )
-    async def ready(self, settings: NamedDependency[Settings], db_session: NamedDependency[AsyncSession]) -> Readiness:
+    async def ready(
+        self,
+        settings: NamedDependency[Settings],
+        db_session: NamedDependency[AsyncSession],
+        rate_limiter: NamedDependency[RateLimiter],
+    ) -> Readiness:
         """Readiness: 200 when the database answers, 503 until it does (for load balancers and orchestrators)."""
         await ping(db_session, settings.DB_CONNECT_TIMEOUT)
-        return Readiness()
+        return Readiness(rate_limits=rate_limiter.mode)
