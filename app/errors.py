@@ -109,6 +109,22 @@ def on_validation_error(request: Request[Any, Any, Any], exc: ValidationExceptio
     )
 
 
+def on_nul_character(_: Request[Any, Any, Any], exc: validation.NulCharacter) -> Response[Any]:
+    return _detail(HTTP_422_UNPROCESSABLE_ENTITY, [validation.error("value_error", exc.loc, str(exc), None)])
+
+
+def on_undecodable_body(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """JSON nested beyond the decoder's depth, or strings that are not UTF-8: the body is at fault, not the
+    service (Litestar lets these through undecoded; anywhere else they are errors of ours)."""
+    state = ScopeState.from_scope(request.scope)
+    if not isinstance(state.body, bytes) or state.json is not Empty:
+        return on_unexpected_error(request, exc)
+    found = validation.json_invalid(state.body)
+    ctx = {"error": "Nesting too deep" if isinstance(exc, RecursionError) else str(exc)}
+    errors = [found or validation.error("json_invalid", ["body", 0], "JSON decode error", {}, ctx)]
+    return _detail(HTTP_422_UNPROCESSABLE_ENTITY, errors)
+
+
 def on_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     if exc.status_code >= HTTP_500_INTERNAL_SERVER_ERROR:
         return on_unexpected_error(request, exc)
@@ -157,6 +173,9 @@ def on_unexpected_error(_: Request[Any, Any, Any], exc: Exception) -> Response[A
 
 exception_handlers: ExceptionHandlersMap = {
     ValidationException: on_validation_error,
+    validation.NulCharacter: on_nul_character,
+    RecursionError: on_undecodable_body,
+    UnicodeDecodeError: on_undecodable_body,
     HTTPException: on_http_error,
     RepositoryError: on_repository_error,
     DBAPIError: on_database_unavailable,

@@ -29,6 +29,7 @@ from app.observability import configure_logging, init_sentry, request_logging
 from app.openapi import SECURITY_SCHEME, openapi_fixups, operation_id
 from app.ratelimit import RateLimiter
 from app.services import provide_item_reads
+from app.validation import reject_nul_characters
 from db.queries import HotPath, UserRow
 
 
@@ -100,6 +101,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         middleware=[request_logging, auth_middleware(settings, hot_path)],
         on_shutdown=[rate_limiter.close],
         before_send=[preflight_ok],
+        before_request=reject_nul_characters,
         exception_handlers=exception_handlers,
         cors_config=CORSConfig(
             allow_origins=settings.all_cors_origins,

@@ -16,6 +16,7 @@ from uuid import UUID
 
 import email_validator
 import msgspec
+from litestar import Request
 from msgspec import inspect as mi
 
 Error = dict[str, Any]
@@ -237,8 +238,39 @@ def json_invalid(body: bytes) -> Error | None:
     """Python's json module's account of a body that is not JSON, as FastAPI reports it."""
     try:
         json.loads(body)
+    except RecursionError:
+        return error("json_invalid", ["body", 0], "JSON decode error", {}, {"error": "Nesting too deep"})
     except ValueError as exc:
         if isinstance(exc, json.JSONDecodeError):
             return error("json_invalid", ["body", exc.pos], "JSON decode error", {}, {"error": exc.msg})
         return error("json_invalid", ["body", 0], "JSON decode error", {}, {"error": str(exc)})
     return None
+
+
+# ---------------------------------------------------------------- NUL characters
+
+NUL_MESSAGE = "Value error, text must not contain NUL characters"
+# A NUL as each body encoding writes it. PostgreSQL refuses it in text, so it must be refused before it reaches a
+# statement (a 500 with the statement's values otherwise).
+_NUL_BY_CONTENT_TYPE = {
+    "application/json": b"\\u0000",
+    "application/x-www-form-urlencoded": b"%00",
+    "multipart/form-data": b"\x00",
+}
+
+
+class NulCharacter(Exception):
+    def __init__(self, loc: Loc) -> None:
+        super().__init__(NUL_MESSAGE)
+        self.loc = loc
+
+
+async def reject_nul_characters(request: Request[Any, Any, Any]) -> None:
+    """422 for a NUL anywhere in a request's text: path, query or body."""
+    if "\x00" in request.url.path:
+        raise NulCharacter(["path"])
+    if b"%00" in request.scope["query_string"]:
+        raise NulCharacter(["query"])
+    nul = _NUL_BY_CONTENT_TYPE.get(request.content_type[0]) if request.method in ("POST", "PUT", "PATCH") else None
+    if nul is not None and nul in await request.body():
+        raise NulCharacter(["body"])

@@ -429,3 +429,52 @@ def test_readiness_tells_where_the_limits_are_kept(
         login(http, account.email, account.password)  # the first use of the limiter finds Redis down
         ready = http.get("/utils/ready")
     assert (ready.status_code, ready.json()) == (200, {"status": "ready", "rate_limits": mode})
+
+
+# ------------------------------------------------------------ hostile input
+
+
+@pytest.mark.parametrize(
+    ("route", "body"),
+    [
+        ("/users/signup", b'{"email": ' + b"[" * 10_000 + b"]" * 10_000 + b"}"),
+        ("/users/signup", b"[" * 100_000),
+        ("/users/signup", b'{"email": "\xff\xfe@example.com", "password": "a-good-password"}'),
+        ("/items/", b'{"title": "\xc3"}'),
+    ],
+    ids=["nested 10,000 deep", "unclosed 100,000 deep", "not utf-8", "truncated utf-8"],
+)
+def test_undecodable_json_is_422_not_500(
+    client: httpx.Client, user: Account, route: str, body: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    response = client.post(route, content=body, headers={**user.headers, "Content-Type": "application/json"})
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert (error["type"], error["loc"][0], error["msg"]) == ("json_invalid", "body", "JSON decode error")
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+NUL_REQUESTS = {
+    "item title": ("POST", "/items/", {"json": {"title": "a\u0000b"}}),
+    "item description": ("PUT", "/items/{item}", {"json": {"description": "\u0000"}}),
+    "full name": ("PATCH", "/users/me", {"json": {"full_name": "Jane\u0000"}}),
+    "signup email": ("POST", "/users/signup", {"json": {"email": "a\u0000@example.com", "password": "x" * 10}}),
+    "login username": ("POST", "/login/access-token", {"data": {"username": "a\u0000@example.com", "password": "x"}}),
+    "recovery path": ("POST", "/password-recovery/a%00@example.com", {}),
+    "query": ("GET", "/items/?skip=%00", {}),
+}
+
+
+@pytest.mark.parametrize("case", list(NUL_REQUESTS))
+def test_nul_characters_are_422_and_never_reach_the_database(
+    served: Served, client: httpx.Client, user: Account, case: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    item = client.post("/items/", json={"title": "kept"}, headers=user.headers).json()
+    method, path, kwargs = NUL_REQUESTS[case]
+    response = client.request(method, path.format(item=item["id"]), headers=user.headers, **kwargs)
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert error["msg"] == "Value error, text must not contain NUL characters"
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert client.get(f"/items/{item['id']}", headers=user.headers).json()["title"] == "kept"
+    assert served.database.scalar("SELECT count(*) FROM item WHERE title LIKE 'a%b'") == 0

@@ -17,6 +17,7 @@ from app.config import Settings
 from app.ratelimit import Quota, RateLimiter
 from app.schemas import LoginForm, Message, NewPassword, Token, UserPublic, user_public
 from app.services import BadRequest, UserService, provide_user_service
+from app.validation import reject_nul_characters
 from db.queries import UserRow
 
 RECOVERY_SENT = "If that email is registered, we sent a password recovery link"
@@ -36,6 +37,7 @@ async def read_form_in_either_encoding(request: Request[Any, Any, Any]) -> None:
     state = ScopeState.from_scope(request.scope)
     if isinstance(state.form, dict):
         state.form = {name: value for name, value in state.form.items() if value != ""}
+    await reject_nul_characters(request)  # the app's own hook, which this route's hook replaces
 
 
 def reset_token_for(settings: Settings, email: str, hashed_password: str) -> str:
