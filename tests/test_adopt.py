@@ -418,13 +418,14 @@ def test_a_token_the_template_issued_keeps_working(template_database: Callable[[
     assert me.json()["email"] == "bob@example.com"
 
 
-def test_just_serve_adopts_a_template_database(template_database: Callable[[str], Database]) -> None:
-    database = template_database("d98dd8ec85a3")
+@pytest.mark.parametrize("revision", ["d98dd8ec85a3", "1a31ce608336", "fe56fa70289e"])
+def test_just_serve_adopts_a_template_database(template_database: Callable[[str], Database], revision: str) -> None:
+    database = template_database(revision)
     port = free_port()
     process = serve(database, port, workers=1)
     try:
         wait_until_healthy(f"http://127.0.0.1:{port}", process)
-        assert_users_work(f"http://127.0.0.1:{port}/api/v1", users_at("d98dd8ec85a3"))
+        assert_users_work(f"http://127.0.0.1:{port}/api/v1", users_at(revision))
     finally:
         output = stop(process)
     assert "template database adopted" in output
