@@ -20,6 +20,7 @@ import httpx
 import pytest
 import uvicorn
 from aiosmtpd.controller import Controller
+from alembic.script import ScriptDirectory
 from litestar import Litestar
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -27,7 +28,7 @@ from sqlalchemy.pool import NullPool
 
 from app.cli import prestart
 from app.config import Settings, load_settings
-from app.database import sqlalchemy_config
+from app.database import MIGRATIONS_DIR, sqlalchemy_config
 from app.main import create_app
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
@@ -35,6 +36,8 @@ SUPERUSER_EMAIL = "admin@example.com"
 SUPERUSER_PASSWORD = "superuser-password"
 SECRET_KEY = "test-secret-key-that-is-long-enough-for-hs256"
 ENGINES = ["postgresql", "sqlite"]
+# The newest revision of our migrations: where every migrated or adopted database ends.
+MIGRATIONS_HEAD = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
 
 
 # ---------------------------------------------------------------- databases

@@ -18,15 +18,15 @@ import click
 import httpx
 import jwt
 import pytest
-from alembic.script import ScriptDirectory
 from argon2 import PasswordHasher
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.cli import adoption_plan, prestart
-from app.database import MIGRATIONS_DIR, sqlalchemy_config
+from app.database import sqlalchemy_config
 from app.main import create_app
 from tests.conftest import (
+    MIGRATIONS_HEAD,
     ROOT,
     SECRET_KEY,
     Database,
@@ -45,7 +45,6 @@ pytestmark = pytest.mark.filterwarnings(
     "ignore:.*expression-based index:UserWarning", "ignore:.*expression-based index"
 )
 
-HEAD = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
 INTEGER_REFUSAL = (
     "this database was created by the full-stack-fastapi-template and is at its revision {}, with integer ids; "
     "upgrade it with the template to d98dd8ec85a3 or later first (its `alembic upgrade head`), "
@@ -328,7 +327,7 @@ def our_schema() -> Iterator[dict[str, list[tuple[Any, ...]]]]:
 
 
 def assert_adopted(database: Database, before: dict[str, list[tuple[Any, ...]]], our_schema: dict[str, Any]) -> None:
-    assert database.scalar("SELECT version_num FROM alembic_version") == HEAD
+    assert database.scalar("SELECT version_num FROM alembic_version") == MIGRATIONS_HEAD
     assert autogenerate_diff(database) == []
     assert schema_facts(database) == our_schema
     assert rows(database) == before  # every user and item kept, ids and password hashes included
@@ -430,7 +429,7 @@ def test_just_serve_adopts_a_template_database(template_database: Callable[[str]
         output = stop(process)
     assert "template database adopted" in output
     assert "first superuser already exists" in output
-    assert database.scalar("SELECT version_num FROM alembic_version") == HEAD
+    assert database.scalar("SELECT version_num FROM alembic_version") == MIGRATIONS_HEAD
     assert autogenerate_diff(database) == []
 
 
@@ -581,7 +580,7 @@ def test_the_readme_procedure_backup_adopt_and_the_way_back(
     subprocess.run(["pg_dump", *server, "-Fc", "-f", str(backup), str(url.database)], check=True)
 
     adopt_by_prestart(database)
-    assert database.scalar("SELECT version_num FROM alembic_version") == HEAD
+    assert database.scalar("SELECT version_num FROM alembic_version") == MIGRATIONS_HEAD
 
     # The way back: recreate the database and restore the backup.
     subprocess.run(["dropdb", *server, str(url.database)], check=True)
@@ -594,7 +593,7 @@ def test_the_readme_procedure_backup_adopt_and_the_way_back(
 def test_adoption_and_our_later_revisions_are_one_transaction(template_database: Callable[[str], Database]) -> None:
     """A later revision that fails (here 0003, whose column a customised template already has) takes the whole
     adoption back with it."""
-    assert HEAD != "0002"
+    assert MIGRATIONS_HEAD != "0002"
     database = template_database("fe56fa70289e")
     database.run('ALTER TABLE "user" ADD COLUMN kept_token_digest VARCHAR(64)')
     untouched = dump(database)

@@ -14,6 +14,7 @@ from litestar import get
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
+from app.database import sqlalchemy_config
 from app.main import create_app
 from tests.conftest import Account, LiveServer, Served, login, make_settings, random_email
 from tests.test_login import post_login
@@ -399,7 +400,8 @@ def test_a_write_completes_when_the_client_disconnects_right_after_sending(
 
 def test_database_errors_never_carry_the_statement_values(served: Served) -> None:
     """What reaches a log line or Sentry from a failed statement: the SQL, not the hash or address in it."""
-    engine = served.app.state.db_config.get_engine()
+    # An engine of the test's own, configured as the app's: the served app's engine belongs to its event loop.
+    engine = sqlalchemy_config(served.settings).get_engine()
 
     async def fail() -> str:
         async with engine.connect() as connection:
@@ -411,7 +413,13 @@ def test_database_errors_never_carry_the_statement_values(served: Served) -> Non
                 return str(exc)
         return ""
 
-    message = asyncio.run(fail())
+    async def fail_and_dispose() -> str:
+        try:
+            return await fail()
+        finally:
+            await engine.dispose()
+
+    message = asyncio.run(fail_and_dispose())
     assert "no_such_table" in message
     assert "secret-hash" not in message
 

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from tests.conftest import (
+    MIGRATIONS_HEAD,
     ROOT,
     SUPERUSER_EMAIL,
     SUPERUSER_PASSWORD,
@@ -116,7 +117,7 @@ def test_just_serve_migrates_seeds_once_and_runs_the_requested_workers(
                 assert http.get("/users/me", headers=headers).json()["is_superuser"] is True
         finally:
             output = stop(process)
-        assert postgres_database.scalar("SELECT version_num FROM alembic_version") == "0002"
+        assert postgres_database.scalar("SELECT version_num FROM alembic_version") == MIGRATIONS_HEAD
         assert postgres_database.scalar('SELECT count(*) FROM "user"') == 1, output
         expected = "first superuser created" if attempt == 0 else "first superuser already exists"
         assert expected in output

@@ -33,11 +33,13 @@ async def read_form_in_either_encoding(request: Request[Any, Any, Any]) -> None:
     parsed here): browsers send the template frontend's `FormData` as multipart, which that extractor would
     otherwise read as urlencoded and find empty. An empty field counts as absent, as in the template (OAuth2
     clients send `scope=&client_id=`)."""
+    # The app's own hook, which this route's hook replaces; first, since it reads (and keeps) the whole body,
+    # which the multipart parser would otherwise consume as a stream.
+    await reject_nul_characters(request)
     await request.form()
     state = ScopeState.from_scope(request.scope)
     if isinstance(state.form, dict):
         state.form = {name: value for name, value in state.form.items() if value != ""}
-    await reject_nul_characters(request)  # the app's own hook, which this route's hook replaces
 
 
 def reset_token_for(settings: Settings, email: str, hashed_password: str) -> str:
