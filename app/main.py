@@ -25,7 +25,7 @@ from app.cli import AdminCLIPlugin
 from app.config import Settings, get_settings
 from app.database import sqlalchemy_config
 from app.errors import exception_handlers
-from app.observability import configure_logging, init_sentry, request_logging
+from app.observability import configure_logging, init_sentry, log_response, request_logging
 from app.openapi import SECURITY_SCHEME, openapi_fixups, operation_id
 from app.ratelimit import RateLimiter
 from app.services import provide_item_reads
@@ -100,7 +100,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         },
         middleware=[request_logging, auth_middleware(settings, hot_path)],
         on_shutdown=[rate_limiter.close],
-        before_send=[preflight_ok],
+        before_send=[preflight_ok, log_response],
         before_request=reject_nul_characters,
         exception_handlers=exception_handlers,
         cors_config=CORSConfig(

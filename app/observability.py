@@ -7,6 +7,7 @@ import re
 import secrets
 import sys
 import time
+from contextvars import ContextVar
 from typing import Any
 
 import sentry_sdk
@@ -103,43 +104,42 @@ def masked_path(path: str) -> str:
     return _ADDRESS_LOCAL_PART.sub("***@", path) if "@" in path else path
 
 
+# The request id and start time of the request this task serves (uvicorn runs each request in a task of its own).
+_current_request: ContextVar[tuple[str, float] | None] = ContextVar("current_request", default=None)
+
+
 def request_logging(app: ASGIApp) -> ASGIApp:
-    """One line per HTTP request: method, path, status, duration_ms, request_id, user_id (bound by the auth
-    middleware). Never bodies or credentials. The request id comes from `X-Request-ID` (when sane) or is
-    generated, and is echoed back."""
+    """Starts the request's log context: its request id, from `X-Request-ID` (when sane) or generated, and its
+    start time. The line itself is written by `log_response`, when the answer starts."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != ScopeType.HTTP:
-            await app(scope, receive, send)
-            return
-        incoming = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), "")
-        request_id = incoming if _VALID_REQUEST_ID.match(incoming) else secrets.token_hex(16)
-        started = time.perf_counter()
-        status = 500
-
-        async def send_with_request_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                MutableScopeHeaders.from_message(message)[REQUEST_ID_HEADER] = request_id
-            await send(message)
-
-        structlog.contextvars.bind_contextvars(request_id=request_id, user_id=None)
-        try:
-            await app(scope, receive, send_with_request_id)
-        except Exception as exc:
-            # Answered by the app-level exception handler after this middleware: log the status it will use.
-            status = getattr(exc, "status_code", 500)
-            raise
-        finally:
-            # No unbinding: each request runs in a task of its own, with its own copy of the context, and the
-            # app-level exception handler (outside this middleware) still logs with the request id.
-            access_log.info(
-                "request",
-                method=scope.get("method"),
-                path=masked_path(scope["path"]),
-                status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
-            )
+        if scope["type"] == ScopeType.HTTP:
+            incoming = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), "")
+            request_id = incoming if _VALID_REQUEST_ID.match(incoming) else secrets.token_hex(16)
+            _current_request.set((request_id, time.perf_counter()))
+            # No unbinding: each request runs in a task of its own, with its own copy of the context.
+            structlog.contextvars.bind_contextvars(request_id=request_id, user_id=None)
+        await app(scope, receive, send)
 
     return middleware
+
+
+async def log_response(message: Message, scope: Scope) -> None:
+    """One line per HTTP request, when its answer starts: method, path (addresses masked), status, duration_ms,
+    request_id, user_id (bound by the auth middleware). Never bodies or credentials. As a before-send hook it sees
+    the status actually sent, also of errors answered outside the middleware stack (the auth middleware's 401,
+    403 and 503), and echoes the request id on every answer."""
+    if message["type"] != "http.response.start":
+        return
+    current = _current_request.get()
+    if current is None:
+        return  # no route matched, so no middleware ran: the 404 of an unknown path
+    request_id, started = current
+    MutableScopeHeaders.from_message(message)[REQUEST_ID_HEADER] = request_id
+    access_log.info(
+        "request",
+        method=scope.get("method"),
+        path=masked_path(scope["path"]),
+        status=message["status"],
+        duration_ms=round((time.perf_counter() - started) * 1000, 2),
+    )

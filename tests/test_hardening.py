@@ -6,6 +6,7 @@ import socket
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 import bcrypt
 import httpx
@@ -14,6 +15,7 @@ from litestar import get
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
+from app import security
 from app.database import sqlalchemy_config
 from app.main import create_app
 from tests.conftest import Account, LiveServer, Served, login, make_settings, random_email
@@ -244,6 +246,29 @@ def test_request_log_line_has_the_fields_and_no_secrets(served: Served, user: Ac
     rendered = str(event)
     assert "wrong-password-1" not in rendered
     assert user.headers["Authorization"].split()[1] not in rendered
+
+
+def test_answers_given_before_any_handler_are_logged_with_their_status_and_request_id(served: Served) -> None:
+    """The auth middleware's answers (401, and 503 when the database is down) are sent by the app-level error
+    handling, outside the middleware stack: the log line and the echoed request id must still be theirs."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    down = f"postgresql+asyncpg://postgres@127.0.0.1:{closed_port}/nothing"
+    app = create_app(make_settings(down, LOG_LEVEL="INFO", DB_CONNECT_TIMEOUT="1"))
+    token = security.create_access_token(uuid.uuid4(), 0, served.settings.SECRET_KEY, timedelta(minutes=5))
+    records = Records()
+    logging.getLogger().addHandler(records)
+    try:
+        with LiveServer(app) as server, httpx.Client(base_url=server.url + "/api/v1") as http:
+            unauthenticated = http.get("/users/me", headers={"X-Request-ID": "no-token"})
+            unavailable = http.get("/users/me", headers={"Authorization": f"Bearer {token}", "X-Request-ID": "db-down"})
+    finally:
+        logging.getLogger().removeHandler(records)
+    assert (unauthenticated.status_code, unauthenticated.headers["x-request-id"]) == (401, "no-token")
+    assert (unavailable.status_code, unavailable.headers["x-request-id"]) == (503, "db-down")
+    lines = [r.msg for r in records.records if r.name == "app.request" and isinstance(r.msg, dict)]
+    assert [(line["request_id"], line["status"]) for line in lines] == [("no-token", 401), ("db-down", 503)]
 
 
 @pytest.mark.parametrize("route", ["/password-recovery/{}", "/password-recovery-html-content/{}"])
