@@ -13,11 +13,12 @@ from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from litestar import Request
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException, NotFoundException, PermissionDeniedException
-from sqlalchemy import delete, func
+from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import security
 from app.auth import NOT_ENOUGH_PRIVILEGES, PREFETCHED_ITEMS, USER_NOT_FOUND
+from db.identity import email_identity
 from db.models import Item, User
 from db.queries import HotPath, ItemRow, UserRow
 
@@ -47,7 +48,8 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
     repository_type = UserRepository
 
     async def get_by_email(self, email: str) -> User | None:
-        return await self.repository.get_one_or_none(func.lower(User.email) == email.lower())
+        # The one rule (db/identity.py) on both sides: no SQL function, whose folding would differ from Python's.
+        return await self.repository.get_one_or_none(User.email_key == email_identity(email))
 
     async def authenticate(self, email: str, password: str) -> User | None:
         """The user with these credentials, or None. Costs the same hash work whether or not the email exists."""
@@ -87,7 +89,7 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
     async def apply_changes(self, user: User, changes: dict[str, Any], keep_token_digest: str | None = None) -> User:
         """Apply a partial update. A new password or a deactivation revokes the user's tokens, except, for a new
         password, the one named by `keep_token_digest` (the session that changed its own password)."""
-        if "email" in changes and changes["email"].lower() != user.email.lower():
+        if "email" in changes and email_identity(changes["email"]) != user.email_key:
             existing = await self.get_by_email(changes["email"])
             if existing is not None and existing.id != user.id:
                 raise Conflict("User with this email already exists")

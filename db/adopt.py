@@ -9,11 +9,15 @@ database as it was. Everything that could stop the adoption is checked before th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import groupby
+from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID
 
+from advanced_alchemy.types import GUID, DateTimeUTC
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
+
+from db.identity import email_identity
 
 TEMPLATE_UUID_REVISIONS = ("d98dd8ec85a3", "1a31ce608336", "fe56fa70289e")
 TEMPLATE_INTEGER_REVISIONS = ("e2412789c190", "9c0a54914c78")
@@ -100,35 +104,80 @@ def _check_columns(connection: Connection) -> None:
 
 
 def _check_duplicate_emails(connection: Connection) -> None:
-    """The template compares emails by case, we do not: two accounts whose emails differ only in case would both
-    match one login. Refuse with the list, so that the operator decides which one keeps the address."""
-    created_at = "u.created_at" if _has_column(connection, "user", "created_at") else "NULL"
+    """The template compares emails exactly, we compare identities (db/identity.py): two accounts with one identity
+    would both match one login. Revision 0002, which the adoption reaches first, also has a unique index on
+    PostgreSQL's lower(email), so its collisions are refused too. Refuse with the list, so that the operator decides
+    which one keeps the address."""
+    groups = accounts_sharing_an_email(connection, also_lower=True)
+    if groups:
+        raise AdoptionError(
+            f"cannot adopt this database created by the full-stack-fastapi-template: {len(groups)} email "
+            "address(es) belong to several accounts each, and this service has one account per address, whatever "
+            "its case or Unicode form (README: Emails and identity):\n"
+            + duplicate_listing(groups)
+            + f"\nGive all but one account of each group another email ({RENAME_COMMAND}), then start again. "
+            "Nothing was changed"
+        )
+
+
+@dataclass(frozen=True)
+class Account:
+    id: UUID
+    email: str
+    created_at: datetime | None
+    items: int = 0
+
+
+def accounts_sharing_an_email(connection: Connection, *, also_lower: bool = False) -> list[tuple[str, list[Account]]]:
+    """The accounts whose emails have one identity (db/identity.py), grouped under it, oldest first; with
+    `also_lower`, on PostgreSQL, also those whose emails have one lower(email) (revision 0002's unique index).
+    Works on the template's schema (no created_at at its first revisions) and on ours, on both engines."""
+    created_at = "created_at" if _has_column(connection, "user", "created_at") else "NULL"
     rows = connection.execute(
-        text(
-            f"""SELECT lower(u.email) AS address, u.id, u.email, {created_at} AS created_at,
-                       (SELECT count(*) FROM item WHERE item.owner_id = u.id) AS items
-                FROM "user" AS u
-                WHERE lower(u.email) IN (SELECT lower(email) FROM "user" GROUP BY lower(email) HAVING count(*) > 1)
-                ORDER BY address, created_at NULLS FIRST, email"""  # noqa: S608 (no outside input)
+        text(f'SELECT id, email, {created_at} AS created_at FROM "user"').columns(  # noqa: S608 (no outside input)
+            id=GUID(), created_at=DateTimeUTC(timezone=True)
         )
     ).all()
-    if not rows:
-        return
-    lines = []
-    for address, group in groupby(rows, key=lambda row: row.address):
-        lines.append(f"  {address}:")
-        lines.extend(
-            f"    id {row.id}  email {row.email}  created_at {row.created_at or 'unknown'}  {row.items} item(s)"
-            for row in group
+    keys: list[dict[str, str]] = [{str(row.id): email_identity(row.email) for row in rows}]
+    if also_lower and connection.dialect.name == "postgresql":
+        lowered = connection.execute(text('SELECT id, lower(email) FROM "user"').columns(id=GUID())).all()
+        keys.append({str(row[0]): row[1] for row in lowered})
+    groups: list[tuple[str, list[Account]]] = []
+    listed: set[frozenset[str]] = set()
+    for key_of in keys:
+        by_key: dict[str, list[Any]] = {}
+        for row in rows:
+            by_key.setdefault(key_of[str(row.id)], []).append(row)
+        for key, members in by_key.items():
+            ids = frozenset(str(row.id) for row in members)
+            if len(members) > 1 and ids not in listed:
+                listed.add(ids)
+                groups.append((key, [Account(row.id, row.email, row.created_at) for row in members]))
+    if not groups:
+        return []
+    counts = text("SELECT owner_id, count(*) AS items FROM item WHERE owner_id IS NOT NULL GROUP BY owner_id")
+    items: dict[UUID, int] = {row.owner_id: row.items for row in connection.execute(counts.columns(owner_id=GUID()))}
+    return [
+        (
+            key,
+            sorted(
+                (Account(a.id, a.email, a.created_at, items.get(a.id, 0)) for a in accounts),
+                key=lambda a: (a.created_at is not None, a.created_at or datetime.min.replace(tzinfo=UTC), a.email),
+            ),
         )
-    raise AdoptionError(
-        f"cannot adopt this database created by the full-stack-fastapi-template: {len({row.address for row in rows})} "
-        "email address(es) belong to several accounts each, differing only in case, and this service treats emails "
-        "case-insensitively:\n"
-        + "\n".join(lines)
-        + f"\nGive all but one account of each group another email ({RENAME_COMMAND}), then start again. "
-        "Nothing was changed"
-    )
+        for key, accounts in sorted(groups, key=lambda group: group[0])
+    ]
+
+
+def duplicate_listing(groups: list[tuple[str, list[Account]]]) -> str:
+    lines = []
+    for key, accounts in groups:
+        lines.append(f"  {key}:")
+        lines.extend(
+            f"    id {a.id}  email {a.email}  created_at {a.created_at or 'unknown'}  {a.items} item(s)"
+            for a in accounts
+        )
+    return "\n".join(lines)
 
 
 def _check_items_without_owner(connection: Connection) -> None:
@@ -245,11 +294,20 @@ def rename_user_email(connection: Connection, user_id: UUID, new_email: str) -> 
     old = connection.execute(text('SELECT email FROM "user" WHERE id = :id'), {"id": user_id}).scalar()
     if old is None:
         raise AdoptionError(f"no user has the id {user_id}")
-    taken = connection.execute(
-        text('SELECT id FROM "user" WHERE lower(email) = lower(:email) AND id <> :id'),
-        {"email": new_email, "id": user_id},
-    ).scalar()
+    # Compared in Python, with the one rule (db/identity.py): the template's schema has no email_key column.
+    key = email_identity(new_email)
+    others = connection.execute(text('SELECT id, email FROM "user" WHERE id <> :id'), {"id": user_id}).all()
+    taken = next((row.id for row in others if email_identity(row.email) == key), None)
     if taken is not None:
-        raise AdoptionError(f"{new_email} is already the email of user {taken} (emails are compared without case)")
-    connection.execute(text('UPDATE "user" SET email = :email WHERE id = :id'), {"email": new_email, "id": user_id})
+        raise AdoptionError(
+            f"{new_email} is already the email of user {taken} (emails are compared whatever their case or Unicode "
+            "form: README, Emails and identity)"
+        )
+    if _has_column(connection, "user", "email_key"):
+        connection.execute(
+            text('UPDATE "user" SET email = :email, email_key = :key WHERE id = :id'),
+            {"email": new_email, "key": key, "id": user_id},
+        )
+    else:
+        connection.execute(text('UPDATE "user" SET email = :email WHERE id = :id'), {"email": new_email, "id": user_id})
     return str(old)

@@ -18,6 +18,7 @@ from app.ratelimit import Quota, RateLimiter
 from app.schemas import LoginForm, Message, NewPassword, Token, UserPublic, user_public
 from app.services import BadRequest, UserService, provide_user_service
 from app.validation import reject_nul_characters
+from db.identity import email_identity
 from db.queries import UserRow
 
 RECOVERY_SENT = "If that email is registered, we sent a password recovery link"
@@ -75,7 +76,9 @@ class LoginController(Controller):
         # concurrent guesses cannot all pass a check made before any of them is recorded.
         attempt = await rate_limiter.reserve(
             Quota(
-                f"login-fail:account:{data.username.lower()}", settings.LOGIN_FAILURES_PER_ACCOUNT_PER_MINUTE, MINUTE
+                f"login-fail:account:{email_identity(data.username)}",
+                settings.LOGIN_FAILURES_PER_ACCOUNT_PER_MINUTE,
+                MINUTE,
             ),
             Quota(
                 f"login-fail:client:{client_address(request)}", settings.LOGIN_FAILURES_PER_CLIENT_PER_MINUTE, MINUTE
@@ -112,7 +115,7 @@ class LoginController(Controller):
     ) -> Response[Message]:
         """Password recovery. The answer is the same whether or not the address is registered."""
         await rate_limiter.reserve(
-            Quota(f"recovery:email:{email.lower()}", settings.RECOVERY_PER_EMAIL_PER_HOUR, HOUR),
+            Quota(f"recovery:email:{email_identity(email)}", settings.RECOVERY_PER_EMAIL_PER_HOUR, HOUR),
             Quota(f"recovery:client:{client_address(request)}", settings.RECOVERY_PER_CLIENT_PER_HOUR, HOUR),
         )
         user = await users.get_by_email(email)
