@@ -14,7 +14,7 @@ from typing import Any
 from uuid import UUID
 
 from advanced_alchemy.types import GUID, DateTimeUTC
-from sqlalchemy import inspect, text
+from sqlalchemy import TextClause, bindparam, inspect, text
 from sqlalchemy.engine import Connection
 
 from db.identity import email_identity
@@ -289,14 +289,21 @@ def _has_column(connection: Connection, table: str, column: str) -> bool:
 
 
 def rename_user_email(connection: Connection, user_id: UUID, new_email: str) -> str:
-    """Give an account another email (the way out of case-duplicates); returns the old one. Works on the
-    template's schema and on ours."""
-    old = connection.execute(text('SELECT email FROM "user" WHERE id = :id'), {"id": user_id}).scalar()
+    """Give an account another email (the way out of accounts sharing an identity); returns the old one. Works on
+    the template's schema and on ours, on both engines."""
+
+    def by_id(sql: str) -> TextClause:
+        # Typed, so that SQLite (which stores a GUID as bytes and binds no UUID) gets the id as it stores it.
+        return text(sql).bindparams(bindparam("id", type_=GUID()))
+
+    old = connection.execute(by_id('SELECT email FROM "user" WHERE id = :id'), {"id": user_id}).scalar()
     if old is None:
         raise AdoptionError(f"no user has the id {user_id}")
     # Compared in Python, with the one rule (db/identity.py): the template's schema has no email_key column.
     key = email_identity(new_email)
-    others = connection.execute(text('SELECT id, email FROM "user" WHERE id <> :id'), {"id": user_id}).all()
+    others = connection.execute(
+        by_id('SELECT id, email FROM "user" WHERE id <> :id').columns(id=GUID()), {"id": user_id}
+    ).all()
     taken = next((row.id for row in others if email_identity(row.email) == key), None)
     if taken is not None:
         raise AdoptionError(
@@ -304,10 +311,9 @@ def rename_user_email(connection: Connection, user_id: UUID, new_email: str) -> 
             "form: README, Emails and identity)"
         )
     if _has_column(connection, "user", "email_key"):
-        connection.execute(
-            text('UPDATE "user" SET email = :email, email_key = :key WHERE id = :id'),
-            {"email": new_email, "key": key, "id": user_id},
-        )
+        update = 'UPDATE "user" SET email = :email, email_key = :key WHERE id = :id'
+        connection.execute(by_id(update), {"email": new_email, "key": key, "id": user_id})
     else:
-        connection.execute(text('UPDATE "user" SET email = :email WHERE id = :id'), {"email": new_email, "id": user_id})
+        update = 'UPDATE "user" SET email = :email WHERE id = :id'
+        connection.execute(by_id(update), {"email": new_email, "id": user_id})
     return str(old)

@@ -569,6 +569,42 @@ def test_refusals_name_what_to_fix_at_the_first_uuid_revision(template_database:
     assert dump(database) == untouched
 
 
+def test_emails_that_differ_in_unicode_form_are_refused_too_and_the_rename_compares_identities(
+    template_database: Callable[[str], Database], our_schema: dict[str, Any]
+) -> None:
+    """Alice's address in fullwidth letters: distinct for the template and for lower(), one account here."""
+    database = template_database("fe56fa70289e")
+    variant = "\uff41\uff4c\uff49\uff43\uff45.smith@example.com"
+    duplicate = uuid.uuid4()
+    database.run(
+        'INSERT INTO "user" (id, email, is_active, is_superuser, full_name, hashed_password, created_at) '
+        "VALUES (:id, :email, true, false, NULL, :hash, :at)",
+        id=duplicate,
+        email=variant,
+        hash=argon2_hash(PASSWORDS[RENAMED]),
+        at=datetime(2025, 3, 1, tzinfo=UTC),
+    )
+    untouched = dump(database)
+
+    with pytest.raises(click.ClickException) as refused:
+        adopt_by_prestart(database)
+    assert "  alice.smith@example.com:" in refused.value.message
+    assert f"id {duplicate}  email {variant}  created_at 2025-03-01 00:00:00+00:00  0 item(s)" in refused.value.message
+    assert dump(database) == untouched
+
+    # The rename is held to the same rule: another variant of Alice's address is refused.
+    taken = just(database, "rename-user-email", str(duplicate), "ALICE.SMITH@example.com")
+    assert taken.returncode == 1
+    assert "is already the email of user" in taken.stderr
+    assert dump(database) == untouched
+
+    assert just(database, "rename-user-email", str(duplicate), RENAMED).returncode == 0
+    before = rows(database)
+    adopt_by_prestart(database)
+    assert_adopted(database, before, our_schema)
+    assert database.scalar('SELECT email_key FROM "user" WHERE id = :id', id=duplicate) == RENAMED
+
+
 def test_the_readme_procedure_backup_adopt_and_the_way_back(
     template_database: Callable[[str], Database], tmp_path: Path
 ) -> None:

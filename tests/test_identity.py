@@ -21,6 +21,7 @@ from advanced_alchemy.types import GUID, DateTimeUTC
 from sqlalchemy import Boolean, Column, Integer, MetaData, String, Table, insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.cli import rename_email
 from app.database import sqlalchemy_config
 from db.identity import email_identity
 from db.models import utc_now
@@ -29,10 +30,12 @@ from tests.conftest import (
     MIGRATIONS_HEAD,
     Database,
     Mailbox,
+    Served,
     create_postgres_database,
     drop_postgres_database,
     login,
     make_settings,
+    run,
 )
 
 EXISTS = "The user with this email already exists in the system"
@@ -192,6 +195,20 @@ def test_recovery_for_a_variant_mails_the_stored_address(
     html = client.post(f"/password-recovery-html-content/{variant}", headers=superuser_headers)
     assert html.status_code == 200
     assert stored in html.text
+
+
+def test_the_cli_rename_compares_identities_and_keeps_the_key(served: Served, client: httpx.Client) -> None:
+    t = tag()
+    assert signup(client, f"erin{t}@example.com").status_code == 200
+    frank = signup(client, f"frank{t}@example.com").json()["id"]
+    config = sqlalchemy_config(served.settings)
+
+    with pytest.raises(click.ClickException, match="is already the email of user"):
+        run(rename_email(config, uuid.UUID(frank), f"{fullwidth(f'ERIN{t}')}@example.com"))
+
+    assert run(rename_email(config, uuid.UUID(frank), f"Fred{t}@example.com")) == f"frank{t}@example.com"
+    assert me(client, login(client, f"fred{t}@EXAMPLE.com", PASSWORD))["id"] == frank
+    assert attempt_login(client, f"frank{t}@example.com", PASSWORD).status_code == 400
 
 
 # ---------------------------------------------------------------- migration 0004 on existing rows
