@@ -79,12 +79,13 @@ async def seed(dsn: str, users: int = 10_000, items: int = 1_000_000) -> float:
             return 0.0
         started = time.perf_counter()
         async with connection.transaction():
+            # The addresses are ASCII and lowercase, so their identity (db/identity.py's email_key) is the address.
             await connection.execute(
                 """
-                INSERT INTO "user" (id, email, is_active, is_superuser, full_name, hashed_password, token_version,
-                                    created_at)
-                SELECT gen_random_uuid(), 'seed' || n || '@' || $1, true, false, 'Seed user ' || n, $2, 0,
-                       now() - interval '30 days' + n * interval '1 second'
+                INSERT INTO "user" (id, email, email_key, is_active, is_superuser, full_name, hashed_password,
+                                    token_version, created_at)
+                SELECT gen_random_uuid(), 'seed' || n || '@' || $1, 'seed' || n || '@' || $1, true, false,
+                       'Seed user ' || n, $2, 0, now() - interval '30 days' + n * interval '1 second'
                 FROM generate_series(1, $3::int) AS n
                 ON CONFLICT DO NOTHING
                 """,
