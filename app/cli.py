@@ -9,7 +9,6 @@ from contextlib import contextmanager
 from uuid import UUID
 
 import click
-import msgspec
 import structlog
 from advanced_alchemy.alembic.commands import AlembicCommands
 from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig
@@ -20,8 +19,8 @@ from sqlalchemy import text
 
 from app.config import Settings
 from app.database import MIGRATIONS_DIR
-from app.schemas import Email
 from app.security import hash_password
+from app.validation import InvalidEmail, normalize_email
 from db.adopt import ADOPTED_REVISION, AdoptionError, Plan, plan, rename_user_email
 from db.seed import ensure_first_superuser
 
@@ -172,8 +171,8 @@ class AdminCLIPlugin(CLIPluginProtocol):
         def rename_user_email_command(app: Litestar, user_id: UUID, new_email: str) -> None:
             with plain_errors():
                 try:
-                    msgspec.convert(new_email, Email)
-                except msgspec.ValidationError:
-                    raise click.ClickException(f"not a valid email address: {new_email}") from None
+                    new_email = normalize_email(new_email)  # what the API would store for it
+                except InvalidEmail as exc:
+                    raise click.ClickException(f"{exc}: {new_email}") from None
                 old = asyncio.run(rename_email(_config(app)[0], user_id, new_email))
             click.echo(f"User {user_id}: email {old} is now {new_email}.")

@@ -19,10 +19,13 @@ import httpx
 import jwt
 import pytest
 from argon2 import PasswordHasher
+from click.testing import CliRunner, Result
+from litestar.cli.main import litestar_group
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.cli import adoption_plan, prestart
+from app.config import get_settings
 from app.database import sqlalchemy_config
 from app.main import create_app
 from tests.conftest import (
@@ -636,3 +639,42 @@ def test_adoption_and_our_later_revisions_are_one_transaction(template_database:
     with pytest.raises(Exception, match="kept_token_digest"):
         adopt_by_prestart(database)
     assert dump(database) == untouched
+
+
+def cli(database: Database, *args: str) -> Result:
+    """The litestar CLI in this process (the `just` recipes run the same commands in a process of their own)."""
+    get_settings.cache_clear()
+    try:
+        return CliRunner().invoke(litestar_group, ["--app", "app.main:create_app", *args], env=environment(database))
+    finally:
+        get_settings.cache_clear()
+
+
+def test_the_cli_adopts_renames_and_says_plainly_what_it_refuses(template_database: Callable[[str], Database]) -> None:
+    database = template_database("fe56fa70289e")
+    check = cli(database, "adopt", "--check")
+    assert check.exit_code == 0, check.output
+    assert "its revision fe56fa70289e" in check.output
+    assert "Nothing was changed (--check)." in check.output
+
+    alice = str(database.scalar('SELECT id FROM "user" WHERE email = :email', email=ALICE))
+    refused = cli(database, "rename-user-email", alice, "not-an-address")
+    assert refused.exit_code == 1
+    assert "Error: value is not a valid email address: An email address must have an @-sign." in refused.output
+
+    renamed = cli(database, "rename-user-email", alice, "alice.renamed@example.com")
+    assert renamed.exit_code == 0, renamed.output
+    assert f"email {ALICE} is now alice.renamed@example.com" in renamed.output
+
+    adopted = cli(database, "adopt")
+    assert adopted.exit_code == 0, adopted.output
+    assert "Adopted." in adopted.output
+    again = cli(database, "adopt", "--check")
+    assert "Nothing to adopt" in again.output
+    assert database.scalar("SELECT version_num FROM alembic_version") == MIGRATIONS_HEAD
+
+    integer_ids = template_database("9c0a54914c78")
+    refusal = cli(integer_ids, "prestart")
+    assert refusal.exit_code == 1
+    assert "Error: " in refusal.output
+    assert "d98dd8ec85a3" in refusal.output
