@@ -267,10 +267,12 @@ class NulCharacter(Exception):
 
 async def reject_nul_characters(request: Request[Any, Any, Any]) -> None:
     """422 for a NUL anywhere in a request's text: path, query or body."""
-    if "\x00" in request.url.path:
+    scope = request.scope  # its raw parts: this runs on every request, so no URL or header objects are built
+    if "\x00" in scope["path"]:
         raise NulCharacter(["path"])
-    if b"%00" in request.scope["query_string"]:
+    if b"%00" in scope["query_string"]:
         raise NulCharacter(["query"])
-    nul = _NUL_BY_CONTENT_TYPE.get(request.content_type[0]) if request.method in ("POST", "PUT", "PATCH") else None
-    if nul is not None and nul in await request.body():
-        raise NulCharacter(["body"])
+    if scope["method"] in ("POST", "PUT", "PATCH"):
+        nul = _NUL_BY_CONTENT_TYPE.get(request.content_type[0])
+        if nul is not None and nul in await request.body():
+            raise NulCharacter(["body"])
