@@ -3,9 +3,9 @@
 An event is reserved atomically *before* the work it limits (a password check costs ~100 ms, and concurrent
 guesses must not all pass a check made before any of them is recorded), and refunded when it should not count
 (a successful login). When Redis does not answer within `REDIS_TIMEOUT_S`, limits are kept per process until it
-does: logins degrade to per-worker limits, they never fail because Redis did. Each worker keeps a copy of the
-events Redis accepted from it, so that a worker falling back (also when Redis is merely slow for a moment) still
-counts what it already let through."""
+does: logins degrade to per-worker limits, they never fail because Redis did. Each worker checks and records its
+own events before Redis's shared ones, so a worker falling back (also when Redis is merely slow for a moment)
+still counts what it already let through."""
 
 from __future__ import annotations
 
@@ -80,11 +80,6 @@ class _ProcessWindows:
         self._sweep(now, window)
         return None
 
-    def record(self, key: str, window: int, now: float, member: str) -> None:
-        """Keep a copy of an event Redis accepted: when Redis stops answering, this worker still knows its own."""
-        self.events[key] = [*(event for event in self.events.get(key, []) if event[0] > now - window), (now, member)]
-        self._sweep(now, window)
-
     def refund(self, key: str, member: str) -> None:
         if key in self.events:
             self.events[key] = [event for event in self.events[key] if event[1] != member]
@@ -123,20 +118,26 @@ class RateLimiter:
     async def reserve(self, *quotas: Quota) -> Reservation:
         """Record one event under each quota, or none at all and 429 (with `Retry-After`) when one is full."""
         active = [quota for quota in quotas if self.enabled and quota.limit > 0]
-        if not active:
-            return Reservation(events=(), in_redis=False)
-        if self.redis is not None and time.monotonic() >= self.redis_retry_at:
-            try:
-                async with asyncio.timeout(REDIS_TIMEOUT_S):
-                    return await self._reserve_in_redis(self.redis, active)
-            except (RedisError, OSError, TimeoutError) as exc:
-                self.redis_retry_at = time.monotonic() + REDIS_RETRY_INTERVAL_S
-                log.warning(
-                    "redis unavailable, rate limits kept per process",
-                    error=type(exc).__name__,
-                    retry_in_s=REDIS_RETRY_INTERVAL_S,
-                )
-        return self._reserve_in_process(active)
+        # This worker's own events first: they are a part of what Redis holds, so a refusal here is one Redis
+        # would give too, and they bound the worker on their own while Redis is away (or slow to answer).
+        local = self._reserve_in_process(active)
+        if not active or self.redis is None or time.monotonic() < self.redis_retry_at:
+            return local
+        try:
+            async with asyncio.timeout(REDIS_TIMEOUT_S):
+                await self._reserve_in_redis(self.redis, active, local)
+        except TooManyRequests:
+            await self.refund(local)
+            raise
+        except (RedisError, OSError, TimeoutError) as exc:
+            self.redis_retry_at = time.monotonic() + REDIS_RETRY_INTERVAL_S
+            log.warning(
+                "redis unavailable, rate limits kept per process",
+                error=type(exc).__name__,
+                retry_in_s=REDIS_RETRY_INTERVAL_S,
+            )
+            return local
+        return Reservation(events=local.events, in_redis=True)
 
     async def refund(self, reservation: Reservation) -> None:
         """Take back the events of a reservation (they should not count: the login succeeded)."""
@@ -158,18 +159,16 @@ class RateLimiter:
         if self.redis is not None:
             await self.redis.aclose()
 
-    async def _reserve_in_redis(self, redis: Redis, quotas: list[Quota]) -> Reservation:
-        events: list[tuple[str, str]] = []
-        for quota in quotas:
-            member, now = secrets.token_hex(8), time.time()
-            key = f"{self.namespace}:{quota.key}"
-            oldest = await redis.eval(_RESERVE, 1, key, now, quota.window, quota.limit, member)
+    async def _reserve_in_redis(self, redis: Redis, quotas: list[Quota], local: Reservation) -> None:
+        """The same events (same members) in Redis, shared by every worker; 429 when one quota is full there."""
+        accepted: list[tuple[str, str]] = []
+        for quota, (key, member) in zip(quotas, local.events, strict=True):
+            now = time.time()
+            oldest = await redis.eval(_RESERVE, 1, f"{self.namespace}:{key}", now, quota.window, quota.limit, member)
             if oldest is not None:
-                await self.refund(Reservation(events=tuple(events), in_redis=True))
+                await self.refund(Reservation(events=tuple(accepted), in_redis=True))
                 raise _refusal(float(oldest), quota.window, now)
-            self.process.record(quota.key, quota.window, now, member)
-            events.append((quota.key, member))
-        return Reservation(events=tuple(events), in_redis=True)
+            accepted.append((key, member))
 
     def _reserve_in_process(self, quotas: list[Quota]) -> Reservation:
         events: list[tuple[str, str]] = []

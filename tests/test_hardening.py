@@ -511,3 +511,21 @@ def test_nul_characters_are_422_and_never_reach_the_database(
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert client.get(f"/items/{item['id']}", headers=user.headers).json()["title"] == "kept"
     assert served.database.scalar("SELECT count(*) FROM item WHERE title LIKE 'a%b'") == 0
+
+
+def test_redis_shares_the_limits_between_workers(served: Served, new_account: UserFactory) -> None:
+    victim = new_account()
+    settings = make_settings(
+        served.database.url,
+        RATE_LIMIT_ENABLED="true",
+        REDIS_URL="redis://127.0.0.1:6379/0",
+        REDIS_NAMESPACE=f"test-{uuid.uuid4().hex}",
+    )
+    wrong = {"username": victim.email, "password": "wrong-guess"}
+    with LiveServer(create_app(settings)) as first, LiveServer(create_app(settings)) as second:
+        statuses = [httpx.post(f"{first.url}/api/v1/login/access-token", data=wrong).status_code for _ in range(3)]
+        statuses += [httpx.post(f"{second.url}/api/v1/login/access-token", data=wrong).status_code for _ in range(3)]
+        right = {"username": victim.email, "password": victim.password}
+        blocked = httpx.post(f"{second.url}/api/v1/login/access-token", data=right)
+    assert statuses == [400, 400, 400, 400, 400, 429]
+    assert blocked.status_code == 429
