@@ -70,7 +70,7 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
             # its own password).
             raise PermissionDeniedException(INVALID_CREDENTIALS)
         structlog.contextvars.bind_contextvars(user_id=str(user.id))
-        return AuthenticationResult(user=user, auth=token)
+        return AuthenticationResult(user=user, auth=access)
 
     @staticmethod
     def _item_to_prefetch(connection: ASGIConnection[Any, Any, Any, Any]) -> UUID | None:

@@ -94,10 +94,6 @@ class AccessToken(NamedTuple):
     digest: str
 
 
-def token_digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 def decode_access_token(token: str, secret: str) -> AccessToken:
     """The user id, token version and digest of a valid access token."""
     access, expires_at = _verified_access_token(token, secret)
@@ -125,7 +121,8 @@ def _verified_access_token(token: str, secret: str) -> tuple[AccessToken, float]
     if claims.get("typ") != "access" and set(claims) != _TEMPLATE_ACCESS_CLAIMS:
         raise InvalidTokenError("not an access token")
     try:
-        access = AccessToken(UUID(str(claims["sub"])), int(claims.get("ver", 0)), token_digest(token))
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        access = AccessToken(UUID(str(claims["sub"])), int(claims.get("ver", 0)), digest)
         return access, float(claims["exp"])
     except (ValueError, TypeError):
         raise InvalidTokenError("malformed claims") from None

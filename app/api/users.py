@@ -81,7 +81,7 @@ class UsersController(Controller):
     @patch("/me/password")
     async def update_password_me(
         self,
-        request: Request[UserRow, str, Any],
+        request: Request[UserRow, security.AccessToken, Any],
         users: NamedDependency[UserService],
         current_user: NamedDependency[UserRow],
         data: JSONBody[UpdatePassword],
@@ -94,7 +94,7 @@ class UsersController(Controller):
         if data.current_password == data.new_password:
             raise BadRequest("New password cannot be the same as the current one")
         user = await users.get_or_404(current_user.id, USER_NOT_FOUND)
-        await users.set_password(user, data.new_password, keep_token_digest=security.token_digest(request.auth))
+        await users.set_password(user, data.new_password, keep_token_digest=request.auth.digest)
         return Message(message="Password updated successfully")
 
     @post("/signup", status_code=200, opt={EXCLUDE_FROM_AUTH: True})
