@@ -136,7 +136,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
     app.state.settings = settings
     app.state.db_config = db_config
     app.state.hot_path = hot_path
-    app.state.rate_limiter = rate_limiter
     openapi_fixups(app)
     app.state.openapi_document = msgspec.json.encode(app.openapi_schema.to_schema())
     return app
