@@ -13,6 +13,7 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import RedocRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, OAuthFlow, OAuthFlows, SecurityScheme
+from litestar.routes import HTTPRoute
 from litestar.types import Message, Scope
 
 from app.api.items import ItemsController
@@ -75,6 +76,22 @@ async def preflight_ok(message: Message, scope: Scope) -> None:
         headers["content-length"] = "0"
 
 
+def complete_allow_headers(app: Litestar) -> None:
+    """`OPTIONS` answers every method of its path (litestar-org/litestar#4169, fixed in Litestar 3 only).
+
+    Litestar 2 makes a path's OPTIONS handler when the path's first handler is registered, and that handler
+    answers the `Allow` of the route it was made for; the routes made as the path's other handlers join it do not
+    replace it, so `OPTIONS /items/{id}` said `Allow: DELETE, OPTIONS`. Once the app is built every route knows
+    all its handlers: give each Litestar-made OPTIONS handler the function its final route makes (the 405's `Allow`
+    comes from the routing table and is already complete)."""
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute):
+            continue
+        options, _ = route.route_handler_map["OPTIONS"]
+        if options.handler_name == "options_handler":  # Litestar's own; a handler of ours would be left alone
+            options(route.create_options_handler(route.path).fn)
+
+
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or get_settings()
     configure_logging(settings)
@@ -133,6 +150,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         logging_config=None,
         debug=False,
     )
+    complete_allow_headers(app)
     app.state.settings = settings
     app.state.db_config = db_config
     app.state.hot_path = hot_path
