@@ -6,8 +6,9 @@ from typing import Any
 
 from litestar import Litestar
 from litestar.handlers import HTTPRouteHandler
-from litestar.openapi.spec import Components, OpenAPIMediaType, OpenAPIResponse, Reference, Schema
+from litestar.openapi.spec import Components, OpenAPIMediaType, OpenAPIResponse, Operation, Parameter, Reference, Schema
 from litestar.openapi.spec.enums import OpenAPIType
+from litestar.params import KwargDefinition
 from litestar.routes import HTTPRoute
 from litestar.types import Method
 
@@ -118,6 +119,23 @@ def operation_id(route_handler: HTTPRouteHandler, http_method: Method, path_comp
     return f"{tags[0]}-{route_handler.handler_name}" if tags else route_handler.handler_name
 
 
+def _exact_integer_bounds(operation: Operation, handler: HTTPRouteHandler) -> None:
+    """A parameter's `ge`/`le` as declared: Litestar writes them as floats, so `limit`'s maximum 2**63 - 1 was
+    documented as 2**63 (9.223372036854776e+18), and clients (and schemathesis) sent values the API refuses."""
+    fields = handler.parsed_fn_signature.parameters
+    for parameter in operation.parameters or []:
+        if not isinstance(parameter, Parameter) or not isinstance(parameter.schema, Schema):
+            continue
+        field = fields.get(parameter.name)
+        bounds = field.kwarg_definition if field is not None else None
+        if not isinstance(bounds, KwargDefinition):
+            continue
+        if bounds.le is not None:
+            parameter.schema.maximum = bounds.le
+        if bounds.ge is not None:
+            parameter.schema.minimum = bounds.ge
+
+
 def openapi_fixups(app: Litestar) -> None:
     """Document validation failures as the 422 `HTTPValidationError` we answer (Litestar documents a 400), the
     `{"detail": ...}` errors of authentication and of each route's rules, and mark every route that needs a bearer
@@ -151,6 +169,7 @@ def openapi_fixups(app: Litestar) -> None:
                 for status, response in errors.items():
                     responses.setdefault(status, response)
                 operation.responses = dict(sorted(responses.items()))
+                _exact_integer_bounds(operation, handler)
                 if authenticated:
                     operation.security = [{SECURITY_SCHEME: []}]
 
