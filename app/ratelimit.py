@@ -106,6 +106,10 @@ class RateLimiter:
         )
         self.process = _ProcessWindows()
         self.redis_retry_at = 0.0  # while in the future, Redis failed lately and the process limits apply
+        # The last attempt to reach Redis failed, and none has succeeded since. Not the same as the retry time
+        # having passed: Redis is tried again only by the next limited request, and until one finds it answering
+        # the limits are still per process (a quiet service would otherwise report "redis" through an outage).
+        self.redis_failing = False
 
     @property
     def mode(self) -> RateLimitMode:
@@ -113,7 +117,8 @@ class RateLimiter:
             return "off"
         if self.redis is None:
             return "process"
-        return "process (redis unavailable)" if time.monotonic() < self.redis_retry_at else "redis"
+        degraded = self.redis_failing or time.monotonic() < self.redis_retry_at
+        return "process (redis unavailable)" if degraded else "redis"
 
     async def reserve(self, *quotas: Quota) -> Reservation:
         """Record one event under each quota, or none at all and 429 (with `Retry-After`) when one is full."""
@@ -131,6 +136,7 @@ class RateLimiter:
             raise
         except (RedisError, OSError, TimeoutError) as exc:
             self.redis_retry_at = time.monotonic() + REDIS_RETRY_INTERVAL_S
+            self.redis_failing = True
             log.warning(
                 "redis unavailable, rate limits kept per process",
                 error=type(exc).__name__,
@@ -165,6 +171,7 @@ class RateLimiter:
         for quota, (key, member) in zip(quotas, local.events, strict=True):
             now = time.time()
             oldest = await redis.eval(_RESERVE, 1, f"{self.namespace}:{key}", now, quota.window, quota.limit, member)
+            self.redis_failing = False  # Redis answered: the limits are shared again
             if oldest is not None:
                 await self.refund(Reservation(events=tuple(accepted), in_redis=True))
                 raise _refusal(float(oldest), quota.window, now)
