@@ -93,7 +93,17 @@ class DatabaseUnavailable(ConnectionError):
     """The hot path lost its connection or timed out (answered 503 like the ORM's connection errors)."""
 
 
-_CONNECTION_LOST = (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError)
+# What a connection the database closed, terminated (`pg_terminate_backend`, a restart) or stopped answering raises:
+# an in-flight statement gets the server's shutdown error, the next one finds the connection closed or, if the
+# termination notice arrived while it sat in the pool, still consuming that error (InternalClientError).
+_CONNECTION_LOST = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError,
+)
 
 
 def _item(row: Mapping[str, Any], prefix: str = "") -> ItemRow:
@@ -143,11 +153,17 @@ class HotPath:
                     sql, *(params[name] for name in names)
                 )
             except _CONNECTION_LOST as exc:
-                # Never hand this connection out again; the pool opens a new one when the database is back.
-                await greenlet_spawn(pooled.invalidate, exc)
+                # The pool's other connections are as old as this one and likely as dead: invalidate them all, as
+                # SQLAlchemy does on a disconnect it sees itself, so each is replaced when next checked out instead
+                # of failing a request of its own once the database is back.
+                await greenlet_spawn(self.engine.sync_engine.pool._invalidate, pooled, exc)
                 raise DatabaseUnavailable(type(exc).__name__) from exc
+            except asyncpg.PostgresError:
+                await greenlet_spawn(pooled.close)  # the statement failed; its connection is fine
+                raise
             except BaseException:
-                await greenlet_spawn(pooled.close)
+                # Cancelled mid-statement: the connection may be mid-protocol, so it is never handed out again.
+                await greenlet_spawn(pooled.invalidate)
                 raise
             pooled.close()  # no transaction was opened, so returning it to the pool sends nothing
             return rows

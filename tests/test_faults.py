@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
@@ -301,3 +302,91 @@ def test_sigterm_lets_in_flight_requests_finish_and_closes_the_pool(migrated_dat
     assert "Traceback" not in output, output
     assert "[error" not in output, output
     assert backends(migrated_database, name) == 0
+
+
+# ---------------------------------------------------------------- backends terminated under load
+
+
+@dataclass
+class Outcome:
+    call: str
+    status: int
+    body: str
+    sent: float  # time.monotonic() when the call was made
+
+
+def test_terminated_backends_under_load_answer_503_at_worst_and_lose_no_write(migrated_database: str) -> None:
+    """`pg_terminate_backend` on every connection of the service, again and again, while several clients read and
+    write: each answer is a 200 or a 503 (never a 500), the service is whole again within a second of the last
+    termination, and every write it acknowledged is in the database."""
+    name = f"terminate-test-{os.getpid()}"
+    settings = make_settings(migrated_database, PROJECT_NAME=name, **TIMEOUTS)
+    database = Database(migrated_database)
+    outcomes: list[Outcome] = []
+    acknowledged: dict[str, str] = {}  # item id -> title, for every create answered 200
+    stop = threading.Event()
+
+    def load(worker: int, http: httpx.Client, headers: dict[str, str]) -> None:
+        sequence = 0
+        own: list[str] = []
+        while not stop.is_set():
+            sequence += 1
+            title = f"worker {worker} item {sequence}"
+            signup = {"email": f"w{worker}-{sequence}@example.com", "password": "a-good-password"}
+            calls: list[tuple[str, str, str, dict[str, Any]]] = [
+                ("me", "GET", "/users/me", {"headers": headers}),
+                ("list", "GET", "/items/", {"params": {"limit": 5}, "headers": headers}),
+                ("create", "POST", "/items/", {"json": {"title": title}, "headers": headers}),
+                ("signup", "POST", "/users/signup", {"json": signup}),
+            ]
+            if own:
+                calls.append(("get", "GET", f"/items/{own[-1]}", {"headers": headers}))
+                calls.append(("update", "PUT", f"/items/{own[-1]}", {"json": {"description": "-"}, "headers": headers}))
+            for call, method, path, arguments in calls:
+                sent = time.monotonic()
+                response = http.request(method, path, **arguments)
+                outcomes.append(Outcome(call, response.status_code, response.text, sent))
+                if call == "create" and response.status_code == 200:
+                    own.append(response.json()["id"])
+                    acknowledged[own[-1]] = title
+
+    def terminate() -> int:
+        killed = database.scalar(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = :name", name=name
+        )
+        return int(killed)
+
+    with LiveServer(create_app(settings)) as server:
+        clients = [httpx.Client(base_url=server.url + "/api/v1", timeout=30) for _ in range(4)]
+        try:
+            headers = login(clients[0], SUPERUSER_EMAIL, SUPERUSER_PASSWORD)
+            with ThreadPoolExecutor(len(clients)) as pool:
+                workers = [pool.submit(load, n, http, headers) for n, http in enumerate(clients)]
+                killed = 0
+                for _ in range(15):
+                    time.sleep(0.3)
+                    killed += terminate()
+                last_termination = time.monotonic()
+                time.sleep(2)  # the load goes on after the last termination: the service must be whole again
+                stop.set()
+                for worker in workers:
+                    worker.result(timeout=30)
+            settled = [clients[0].get("/items/", params={"limit": 1}, headers=headers) for _ in range(20)]
+            assert {response.status_code for response in settled} == {200}
+            for item_id, title in acknowledged.items():
+                found = clients[0].get(f"/items/{item_id}", headers=headers)
+                assert (found.status_code, found.json().get("title")) == (200, title), item_id
+        finally:
+            for http in clients:
+                http.close()
+
+    unexpected = [o for o in outcomes if o.status != 200 and not (o.status == 503 and DATABASE_UNAVAILABLE in o.body)]
+    unavailable = sum(o.status == 503 for o in outcomes)
+    assert not unexpected, unexpected[:5]
+    assert killed >= 10, "the terminations reached no connection: nothing was tested"
+    assert unavailable >= 1, f"{len(outcomes)} calls and not one met a terminated connection: nothing was tested"
+    assert len(acknowledged) >= 10
+    # Whole again within a second: no call sent later than that after the last termination failed.
+    last_failure = max(o.sent for o in outcomes if o.status != 200)
+    assert last_failure - last_termination < 1.0, last_failure - last_termination
+    assert any(o.sent - last_termination > 1.0 for o in outcomes)
