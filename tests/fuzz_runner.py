@@ -7,6 +7,8 @@ the suite, where they once stalled a later test for minutes.
 Every check schemathesis has runs, in every phase: the schema's examples, its edge values and every undocumented
 method (coverage), drawn valid and invalid cases (fuzzing), and chains of calls along the links schemathesis infers
 from the document (stateful: POST /items/ -> GET/PUT/DELETE /items/{id}, GET /users/ -> /users/{user_id}, ...).
+(object_level_authorization runs too, but it compares two identities' reads of each other's objects and has only
+one here: ownership is tested over HTTP in tests/test_items.py and tests/test_users.py.)
 A check's report is a problem unless one of EXCUSES below, each narrow and with its reason, says the API answered
 as its contract (the template's behaviour) requires."""
 
@@ -35,7 +37,7 @@ MAX_RESPONSE_SECONDS = 10.0
 
 def fuzz_config(token: str) -> schemathesis.Config:
     """Derandomized and bounded: up to `max-examples` drawn cases per operation (half of them invalid), the schema's
-    edge values of every parameter and field (~5 per operation), and stateful scenarios of a few steps."""
+    edge values of every parameter and field (~5 per operation), and 25 stateful scenarios of up to 6 calls."""
     return schemathesis.Config.from_dict(
         {
             "seed": 20261126,
