@@ -8,12 +8,12 @@ dev:
     uv sync --quiet
     uv run litestar --app {{app}} prestart
     @echo "API docs: http://127.0.0.1:8000/docs  (superuser: ${FIRST_SUPERUSER:-admin@example.com})"
-    uv run uvicorn {{app}} --factory --reload --reload-dir app --reload-dir db --host 127.0.0.1 --port 8000
+    uv run uvicorn {{app}} --factory --http app.server:HttpProtocol --reload --reload-dir app --reload-dir db --host 127.0.0.1 --port 8000
 
 # Production style: wait for the database, migrate, first superuser, then WORKERS uvicorn workers on HOST:PORT.
 serve:
     uv run --no-dev litestar --app {{app}} prestart
-    uv run --no-dev uvicorn {{app}} --factory --host "${HOST:-0.0.0.0}" --port "${PORT:-8000}" --workers "${WORKERS:-2}" --loop uvloop --http httptools --no-access-log --timeout-graceful-shutdown 20
+    uv run --no-dev uvicorn {{app}} --factory --host "${HOST:-0.0.0.0}" --port "${PORT:-8000}" --workers "${WORKERS:-2}" --loop uvloop --http app.server:HttpProtocol --no-access-log --timeout-graceful-shutdown 20
 
 # Apply migrations up to the newest revision.
 migrate:

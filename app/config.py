@@ -8,7 +8,7 @@ import sys
 import warnings
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -55,6 +55,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     LOG_LEVEL: str = "INFO"
     LOG_JSON: bool | None = None
     MAX_REQUEST_BODY_BYTES: int = 1024 * 1024
+    MAX_REQUEST_HEADER_BYTES: Annotated[int, msgspec.Meta(ge=1024)] = 32 * 1024
+    REQUEST_READ_TIMEOUT: Annotated[float, msgspec.Meta(gt=0)] = 30.0
     REDIS_URL: str | None = None
     REDIS_NAMESPACE: str = "accounts-api"
     RATE_LIMIT_ENABLED: bool = True

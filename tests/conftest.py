@@ -30,6 +30,7 @@ from app.cli import prestart
 from app.config import Settings, load_settings
 from app.database import MIGRATIONS_DIR, sqlalchemy_config
 from app.main import create_app
+from app.server import HttpProtocol
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
 SUPERUSER_EMAIL = "admin@example.com"
@@ -195,6 +196,7 @@ class LiveServer:
         self.sock.bind(("127.0.0.1", 0))
         self.port = int(self.sock.getsockname()[1])
         self.url = f"http://127.0.0.1:{self.port}"
+        config = {"http": HttpProtocol, **config}  # the protocol `just serve` runs
         self.server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="on", **config))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
