@@ -120,6 +120,19 @@ class RateLimiter:
         degraded = self.redis_failing or time.monotonic() < self.redis_retry_at
         return "process (redis unavailable)" if degraded else "redis"
 
+    async def probe(self) -> RateLimitMode:
+        """The mode, after trying Redis again if it failed and its retry is due: readiness then reports recovery
+        on a service with no limited request to try it."""
+        if self.enabled and self.redis is not None and self.redis_failing and time.monotonic() >= self.redis_retry_at:
+            try:
+                async with asyncio.timeout(REDIS_TIMEOUT_S):
+                    await self.redis.ping()
+                self.redis_failing = False
+                log.info("redis answers again, rate limits shared")
+            except (RedisError, OSError, TimeoutError):
+                self.redis_retry_at = time.monotonic() + REDIS_RETRY_INTERVAL_S
+        return self.mode
+
     async def reserve(self, *quotas: Quota) -> Reservation:
         """Record one event under each quota, or none at all and 429 (with `Retry-After`) when one is full."""
         active = [quota for quota in quotas if self.enabled and quota.limit > 0]

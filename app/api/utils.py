@@ -62,4 +62,4 @@ class UtilsController(Controller):
     ) -> Readiness:
         """Readiness: 200 when the database answers, 503 until it does (for load balancers and orchestrators)."""
         await ping(db_session, settings.DB_CONNECT_TIMEOUT)
-        return Readiness(rate_limits=rate_limiter.mode)
+        return Readiness(rate_limits=await rate_limiter.probe())
