@@ -141,7 +141,11 @@ def on_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Respon
         ctx = {"error": exc.detail}
         errors = [found or validation.error("json_invalid", ["body", 0], "JSON decode error", {}, ctx)]
         return _detail(HTTP_422_UNPROCESSABLE_ENTITY, errors)
-    return _detail(exc.status_code, exc.detail, exc.headers)
+    headers = exc.headers
+    if headers and "allow" in headers:
+        # Litestar lists a 405's methods in the order its handlers were registered: sorted, as OPTIONS lists them.
+        headers = {**headers, "allow": ", ".join(sorted(headers["allow"].split(", ")))}
+    return _detail(exc.status_code, exc.detail, headers)
 
 
 def on_repository_error(request: Request[Any, Any, Any], exc: RepositoryError) -> Response[Any]:

@@ -19,10 +19,6 @@ METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"}
 SAMPLE_ID = "8c3a3c3e-6f1f-4c53-9d6b-2f5f3f0c1a7e"
 
 
-def allowed(response: httpx.Response) -> set[str]:
-    return {method.strip() for method in response.headers["allow"].split(",")}
-
-
 def documented_methods(served: Served) -> dict[str, set[str]]:
     """Path template → the methods the OpenAPI document gives it, plus OPTIONS (every path answers it)."""
     with httpx.Client() as http:
@@ -92,7 +88,7 @@ def test_other_methods_are_405_with_the_full_allow_list(served: Served) -> None:
             for url in urls(served, path):
                 for method in sorted(METHODS - methods):
                     response = http.request(method, url)
-                    if response.status_code != 405 or allowed(response) != methods:
+                    if (response.status_code, response.headers.get("allow")) != (405, ", ".join(sorted(methods))):
                         wrong.append(f"{method} {url}: {response.status_code} {response.headers.get('allow')}")
                     elif method != "HEAD":
                         assert response.json() == {"detail": "Method Not Allowed"}
