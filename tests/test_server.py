@@ -276,3 +276,25 @@ def test_memory_stays_bounded_under_oversized_and_stalled_requests(sqlite_url: s
         output = service.communicate(timeout=20)[0].decode()
     assert peak - before < 30 * 1024 * 1024, f"resident memory grew by {(peak - before) // 1024} KiB"
     assert "Traceback" not in output, output
+
+
+def test_a_client_leaving_mid_body_is_no_error(bounded: LiveServer, caplog: pytest.LogCaptureFixture) -> None:
+    """It sent half its body and closed: nothing is written, nothing is logged as an error, the server serves on."""
+    caplog.set_level(logging.INFO)
+    body = b'{"email": "gone@example.com", "password": "a-good-password"}'
+    with connect(bounded) as sock:
+        sock.sendall(
+            b"POST /api/v1/users/signup HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body[:20]
+        )
+        time.sleep(0.2)  # the app is waiting for the rest
+    deadline = time.monotonic() + 5
+    while not any("client disconnected" in record.getMessage() for record in caplog.records):
+        assert time.monotonic() < deadline, [record.getMessage() for record in caplog.records]
+        time.sleep(0.05)
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+    login = httpx.post(
+        bounded.url + "/api/v1/login/access-token", data={"username": "gone@example.com", "password": "a-good-password"}
+    )
+    assert login.status_code == 400
