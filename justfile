@@ -3,12 +3,12 @@ set dotenv-load := false
 
 app := "app.main:create_app"
 
-# Start on the embedded SQLite database (data/app.db; or DATABASE_URL) with migrations, first superuser, auto-reload.
+# Start on the embedded SQLite database (data/app.db; or DATABASE_URL) with migrations, first superuser, auto-reload, on HOST:PORT (127.0.0.1:8000).
 dev:
     uv sync --quiet
     uv run litestar --app {{app}} prestart
-    @echo "API docs: http://127.0.0.1:8000/docs  (superuser: ${FIRST_SUPERUSER:-admin@example.com})"
-    uv run uvicorn {{app}} --factory --http app.server:HttpProtocol --reload --reload-dir app --reload-dir db --host 127.0.0.1 --port 8000
+    @echo "API docs: http://${HOST:-127.0.0.1}:${PORT:-8000}/docs  (superuser: ${FIRST_SUPERUSER:-admin@example.com})"
+    uv run uvicorn {{app}} --factory --http app.server:HttpProtocol --reload --reload-dir app --reload-dir db --host "${HOST:-127.0.0.1}" --port "${PORT:-8000}"
 
 # Production style: wait for the database, migrate, first superuser, then WORKERS uvicorn workers on HOST:PORT.
 serve:

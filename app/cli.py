@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from uuid import UUID
 
+import asyncpg
 import click
 import structlog
 from advanced_alchemy.alembic.commands import AlembicCommands
@@ -26,6 +27,9 @@ from db.seed import ensure_first_superuser
 
 log = structlog.get_logger("app.cli")
 
+# The database does not exist, or the role or its password is wrong: waiting longer changes nothing.
+_NO_RETRY_FIXES = (asyncpg.InvalidCatalogNameError, asyncpg.InvalidAuthorizationSpecificationError)
+
 
 async def wait_for_database(config: SQLAlchemyAsyncConfig, attempts: int = 10, first_delay: float = 0.5) -> None:
     """Containers often start before their database: retry with exponential backoff, then give up loudly."""
@@ -35,6 +39,8 @@ async def wait_for_database(config: SQLAlchemyAsyncConfig, attempts: int = 10, f
         try:
             async with engine.connect() as connection:
                 await connection.execute(text("SELECT 1"))
+        except _NO_RETRY_FIXES as exc:
+            raise click.ClickException(f"database refused the connection: {exc}") from exc
         except Exception as exc:
             if attempt == attempts:
                 raise click.ClickException(f"database not reachable after {attempts} attempts: {exc}") from exc

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import msgspec
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 DEV_SECRET = "changethis"
 SQLITE_DEFAULT_URL = "sqlite+aiosqlite:///data/app.db"
@@ -148,8 +150,27 @@ def load_settings(environ: dict[str, str] | None = None, env_file: Path | None =
         name = message.rsplit("$.", 1)[-1].split("[")[0].rstrip("`") if "$." in message else "settings"
         reason = message.split(" - at ")[0]
         raise SettingsError(f"{name}: {reason} (got {raw.get(name, '')!r})") from None
+    _check_database_url(settings)
     _check_secrets(settings)
     return settings
+
+
+def _check_database_url(settings: Settings) -> None:
+    """A URL SQLAlchemy cannot parse, or whose driver is unknown or not async, fails here in one line, not as a
+    traceback from the first connection. The message never repeats the URL: it may hold a password."""
+    name = "DATABASE_URL" if settings.DATABASE_URL else "POSTGRES_SERVER/POSTGRES_PORT"
+    url = settings.database_url
+    scheme = url.split(":", 1)[0]
+    try:
+        dialect = make_url(url).get_dialect()
+    except NoSuchModuleError:
+        raise SettingsError(f"{name}: unknown database driver {scheme!r}") from None
+    except (ArgumentError, ValueError):
+        raise SettingsError(f"{name}: not a database URL (e.g. postgresql+asyncpg://user@host:5432/app)") from None
+    if not dialect.is_async:
+        raise SettingsError(
+            f"{name}: {scheme!r} is not an async driver, use postgresql+asyncpg:// or sqlite+aiosqlite://"
+        )
 
 
 _OPTIONAL_FIELDS = {

@@ -1,12 +1,17 @@
 """Start-up resilience: `prestart` waits for the database with bounded, logged retries."""
 
+import os
+import subprocess
+import sys
+import time
+
 import click
 import pytest
 
 from app.cli import wait_for_database
 from app.database import sqlalchemy_config
 from app.observability import configure_logging
-from tests.conftest import Database, free_port, make_settings, run
+from tests.conftest import ROOT, Database, free_port, make_settings, run
 
 
 def test_waiting_gives_up_after_the_attempts_and_logs_each(capsys: pytest.CaptureFixture[str]) -> None:
@@ -24,3 +29,52 @@ def test_waiting_gives_up_after_the_attempts_and_logs_each(capsys: pytest.Captur
 
 def test_waiting_returns_once_the_database_answers(database: Database) -> None:
     run(wait_for_database(sqlalchemy_config(make_settings(database.url)), attempts=1))
+
+
+def prestart_command(**environ: str) -> tuple[subprocess.CompletedProcess[str], float]:
+    """`litestar prestart` as `just serve` runs it (ENVIRONMENT=staging: logs and errors as in production)."""
+    environment = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("COV_", "PYTEST"))},
+        "ENVIRONMENT": "staging",
+        "SECRET_KEY": "cli-test-secret-key-that-is-long-enough",
+        "FIRST_SUPERUSER_PASSWORD": "cli-test-password",
+        "POSTGRES_PASSWORD": "unused-but-not-changethis",
+        **environ,
+    }
+    command = [sys.executable, "-m", "litestar", "--app", "app.main:create_app", "prestart"]
+    started = time.monotonic()
+    done = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=60, check=False)
+    return done, time.monotonic() - started
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("postgresql+asyncpg://postgres@127.0.0.1:5432/no_such_database", 'database "no_such_database" does not exist'),
+        ("postgresql+asyncpg://no_such_role@127.0.0.1:5432/postgres", 'role "no_such_role" does not exist'),
+    ],
+)
+def test_a_database_no_retry_can_fix_stops_at_once_with_one_line(url: str, says: str) -> None:
+    done, elapsed = prestart_command(DATABASE_URL=url)
+    assert done.returncode != 0
+    assert done.stderr.strip() == f"Error: database refused the connection: {says}", done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert elapsed < 15, elapsed  # what the interpreter takes to start; no retries (they took 36 s)
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("postgresql+asyncpg://user:secret@host:port/app", "DATABASE_URL: not a database URL"),
+        ("not a url", "DATABASE_URL: not a database URL"),
+        ("mysql+nodriver://user@host/app", "DATABASE_URL: unknown database driver 'mysql+nodriver'"),
+        ("postgresql://user@host/app", "DATABASE_URL: 'postgresql' is not an async driver"),
+    ],
+)
+def test_a_malformed_database_url_is_one_line_naming_the_variable(url: str, says: str) -> None:
+    done, _ = prestart_command(DATABASE_URL=url)
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    assert done.returncode != 0
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"Configuration error: {says}"), lines
+    assert "secret" not in lines[0]

@@ -121,3 +121,27 @@ def test_just_serve_migrates_seeds_once_and_runs_the_requested_workers(
         assert postgres_database.scalar('SELECT count(*) FROM "user"') == 1, output
         expected = "first superuser created" if attempt == 0 else "first superuser already exists"
         assert expected in output
+
+
+def test_just_dev_serves_on_host_and_port(tmp_path: Path) -> None:
+    """The quick start's first command, on a port of the caller's choosing (PORT/HOST, as `just serve` takes them)."""
+    port = free_port()
+    environ = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("COV_", "PYTEST"))},
+        "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'dev.db'}",
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+    }
+    process = subprocess.Popen(
+        ["uv", "run", "just", "dev"],
+        cwd=ROOT,
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        wait_until_healthy(f"http://127.0.0.1:{port}", process)
+    finally:
+        output = stop(process)
+    assert f"API docs: http://127.0.0.1:{port}/docs" in output

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from app.config import SQLITE_DEFAULT_URL, SettingsError, load_settings
+from app.config import SQLITE_DEFAULT_URL, SettingsError, load_settings, read_dotenv
 
 LONG_SECRET = "a-secret-key-of-at-least-32-bytes!"
 
@@ -160,3 +160,21 @@ def test_a_short_secret_key_is_fatal_outside_local(environment: str) -> None:
 def test_a_short_secret_key_only_warns_in_local() -> None:
     with pytest.warns(UserWarning, match="SECRET_KEY: 5 bytes is too short"):
         settings_from({"SECRET_KEY": "short", "FIRST_SUPERUSER_PASSWORD": "p"})
+
+
+def env_file_values(path: Path) -> dict[str, str]:
+    """What `podman run --env-file` / `docker run --env-file` pass: `KEY=VALUE` verbatim (quotes and `#` included),
+    blank lines and lines starting with `#` skipped."""
+    lines = [line for line in path.read_text().splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return dict(line.partition("=")[::2] for line in lines)
+
+
+def test_env_example_reads_the_same_as_a_dotenv_and_as_a_container_env_file() -> None:
+    example = Path(__file__).resolve().parent.parent / ".env.example"
+    verbatim = env_file_values(example)
+    assert verbatim == read_dotenv(example)
+    with pytest.warns(UserWarning, match="changethis"):  # its dev secrets, as in `local` they only warn
+        settings = settings_from(verbatim)
+    assert settings.ENVIRONMENT == "local"
+    assert settings.PROJECT_NAME == "Full Stack FastAPI Project"
+    assert settings.BACKEND_CORS_ORIGINS == ["http://localhost", "http://localhost:5173"]
