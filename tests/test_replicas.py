@@ -1,0 +1,259 @@
+"""Scaling out: three replicas of the service (separate uvicorn servers on their own ports, as separate pods would be)
+behind HAProxy, sharing one PostgreSQL database and one Redis. What one replica knows, all know: the failed-login
+limit counts across replicas, a password change on one ends the other sessions on all, recovery limits are shared;
+and a replica killed under load loses no acknowledged write while the balancer routes around it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.cli import prestart
+from app.database import sqlalchemy_config
+from tests.conftest import (
+    ROOT,
+    SECRET_KEY,
+    SUPERUSER_EMAIL,
+    SUPERUSER_PASSWORD,
+    Database,
+    create_postgres_database,
+    drop_postgres_database,
+    free_port,
+    login,
+    make_settings,
+)
+
+REPLICAS = 3
+API = "/api/v1"
+CONNECTION_CLOSED = 0  # no answer at all: the balancer closed the connection of a request that died with a replica
+
+
+@dataclass
+class Cluster:
+    balancer: str  # base URL of HAProxy
+    replicas: list[str]  # base URL of each replica
+    processes: list[subprocess.Popen[bytes]]
+    database: Database
+    logs: list[Path] = field(default_factory=list)
+
+    def client(self, base: str) -> httpx.Client:
+        return httpx.Client(base_url=base + API, timeout=30)
+
+
+def start_replica(port: int, environment: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--port", str(port)]
+    command += ["--loop", "uvloop", "--http", "app.server:HttpProtocol", "--no-access-log"]
+    with log.open("wb") as output:
+        return subprocess.Popen(command, cwd=ROOT, env=environment, stdout=output, stderr=subprocess.STDOUT)
+
+
+def wait_until_ready(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + API + "/utils/ready", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{url} did not become ready")
+
+
+def haproxy_config(port: int, replica_ports: list[int]) -> str:
+    """Round robin over the replicas, each checked on the readiness route every 200 ms; a request whose connection
+    to a replica fails goes to another (only then: a request a replica may have started on is never sent twice)."""
+    servers = "\n".join(
+        f"    server replica{n} 127.0.0.1:{replica} check inter 200ms fall 1 rise 2"
+        for n, replica in enumerate(replica_ports)
+    )
+    return f"""
+global
+    maxconn 512
+
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 30s
+    timeout server 30s
+    retries 3
+    retry-on conn-failure
+    option redispatch
+
+frontend api
+    bind 127.0.0.1:{port}
+    default_backend replicas
+
+backend replicas
+    balance roundrobin
+    option httpchk GET {API}/utils/ready
+{servers}
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    haproxy = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin")
+    assert haproxy, "HAProxy is needed (Debian: apt-get install haproxy; .ci/run installs it)"
+    url = create_postgres_database()
+    folder = tmp_path_factory.mktemp("replicas")
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        settings = make_settings(url)
+        prestart(sqlalchemy_config(settings), settings)  # once per release, as the migration job does
+        environment = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("COV_", "PYTEST"))},
+            "DATABASE_URL": url,
+            "SECRET_KEY": SECRET_KEY,
+            "ENVIRONMENT": "local",
+            "LOG_LEVEL": "WARNING",
+            "DB_POOL_SIZE": "5",
+            "REDIS_URL": "redis://127.0.0.1:6379/0",
+            "REDIS_NAMESPACE": f"replicas-test-{uuid.uuid4().hex[:8]}",
+            "RATE_LIMIT_ENABLED": "true",
+            # Behind a balancer every request comes from its address: per-client limits would count everyone.
+            "LOGIN_FAILURES_PER_CLIENT_PER_MINUTE": "0",
+            "RECOVERY_PER_CLIENT_PER_HOUR": "0",
+        }
+        ports = [free_port() for _ in range(REPLICAS)]
+        logs = [folder / f"replica{n}.log" for n in range(REPLICAS)]
+        processes += [start_replica(port, environment, log) for port, log in zip(ports, logs, strict=True)]
+        replicas = [f"http://127.0.0.1:{port}" for port in ports]
+        for replica in replicas:
+            wait_until_ready(replica)
+        balancer_port = free_port()
+        config = folder / "haproxy.cfg"
+        config.write_text(haproxy_config(balancer_port, ports))
+        processes.append(
+            subprocess.Popen([haproxy, "-f", str(config), "-db"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        )
+        balancer = f"http://127.0.0.1:{balancer_port}"
+        wait_until_ready(balancer)
+        time.sleep(0.5)  # every replica's first health check passed (rise 2 at 200 ms)
+        yield Cluster(balancer, replicas, processes[:REPLICAS], Database(url), logs)
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        drop_postgres_database(url)
+
+
+def new_account(cluster: Cluster) -> tuple[str, str]:
+    email, password = f"replica-{uuid.uuid4().hex[:8]}@example.com", "a-good-password"
+    with cluster.client(cluster.balancer) as http:
+        created = http.post("/users/signup", json={"email": email, "password": password})
+        assert created.status_code == 200, created.text
+    return email, password
+
+
+def test_every_replica_shares_its_limits_through_redis(cluster: Cluster) -> None:
+    for base in [cluster.balancer, *cluster.replicas]:
+        ready = httpx.get(base + API + "/utils/ready")
+        assert (ready.status_code, ready.json()["rate_limits"]) == (200, "redis"), base
+
+
+def test_the_failed_login_limit_counts_across_replicas(cluster: Cluster) -> None:
+    """5 failed logins per account in all, wherever they land: 2 on each replica, then the 7th is refused."""
+    email, _ = new_account(cluster)
+    statuses = []
+    for attempt in range(7):
+        with cluster.client(cluster.replicas[attempt % REPLICAS]) as http:
+            statuses.append(
+                http.post("/login/access-token", data={"username": email, "password": "wrong-guess"}).status_code
+            )
+    assert statuses == [400] * 5 + [429] * 2
+
+
+def test_a_password_change_on_one_replica_ends_the_other_sessions_on_all(cluster: Cluster) -> None:
+    email, password = new_account(cluster)
+    first, second, third = (cluster.client(replica) for replica in cluster.replicas)
+    with first, second, third:
+        changing = login(first, email, password)
+        other = login(second, email, password)
+        for http in (first, second, third):
+            assert http.get("/users/me", headers=other).status_code == 200
+        body = {"current_password": password, "new_password": "a-new-password"}
+        assert first.patch("/users/me/password", json=body, headers=changing).status_code == 200
+        for http in (first, second, third):
+            assert http.get("/users/me", headers=other).json() == {"detail": "Could not validate credentials"}
+            assert http.get("/users/me", headers=changing).status_code == 200
+
+
+def test_recovery_limits_are_shared(cluster: Cluster) -> None:
+    """RECOVERY_PER_EMAIL_PER_HOUR (3) for one address, asked of a different replica each time."""
+    email, _ = new_account(cluster)
+    statuses = []
+    for attempt in range(4):
+        with cluster.client(cluster.replicas[attempt % REPLICAS]) as http:
+            statuses.append(http.post(f"/password-recovery/{email}").status_code)
+    assert statuses == [200, 200, 200, 429]
+
+
+def test_a_replica_killed_under_load_loses_no_acknowledged_write(cluster: Cluster) -> None:
+    """Writers create items through the balancer while one replica is killed (SIGKILL): what was answered 200 is in
+    the database; what was not is a 502/503 from the balancer or a connection it closed (the request died with the
+    replica: not acknowledged), nothing else; and once the balancer has noticed, every call succeeds on the two
+    replicas left."""
+    with cluster.client(cluster.balancer) as http:
+        headers = login(http, SUPERUSER_EMAIL, SUPERUSER_PASSWORD)
+    acknowledged: list[tuple[str, str]] = []
+    statuses: list[tuple[float, int]] = []
+    stop = threading.Event()
+
+    def write(worker: int) -> None:
+        with cluster.client(cluster.balancer) as http:
+            sequence = 0
+            while not stop.is_set():
+                sequence += 1
+                title = f"writer {worker} item {sequence}"
+                try:
+                    response = http.post("/items/", json={"title": title}, headers=headers)
+                except httpx.TransportError:
+                    statuses.append((time.monotonic(), CONNECTION_CLOSED))
+                    continue
+                statuses.append((time.monotonic(), response.status_code))
+                if response.status_code == 200:
+                    acknowledged.append((response.json()["id"], title))
+
+    writers = [threading.Thread(target=write, args=(n,)) for n in range(4)]
+    for writer in writers:
+        writer.start()
+    time.sleep(1.5)
+    cluster.processes[0].send_signal(signal.SIGKILL)
+    killed = time.monotonic()
+    time.sleep(3)
+    stop.set()
+    for writer in writers:
+        writer.join(timeout=30)
+
+    assert {status for _, status in statuses} <= {200, 502, 503, CONNECTION_CLOSED}, statuses
+    assert sum(status == 200 for sent, status in statuses if sent < killed) >= 10
+    # The balancer checks every 200 ms: a second after the kill, nothing fails any more.
+    assert all(status == 200 for sent, status in statuses if sent > killed + 1.0)
+    assert sum(status == 200 for sent, status in statuses if sent > killed + 1.0) >= 10
+    titles = dict(acknowledged)
+    stored = cluster.database.scalar(
+        'SELECT count(*) FROM item WHERE owner_id = (SELECT id FROM "user" WHERE email = :email)',
+        email=SUPERUSER_EMAIL,
+    )
+    assert stored >= len(titles)
+    with cluster.client(cluster.balancer) as http:
+        for item_id, title in titles.items():
+            found = http.get(f"/items/{item_id}", headers=headers)
+            assert (found.status_code, found.json()["title"]) == (200, title)
