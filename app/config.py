@@ -54,6 +54,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     DB_POOL_SIZE: int = 20
     DB_CONNECT_TIMEOUT: float = 3.0
     DB_COMMAND_TIMEOUT: float = 5.0
+    DB_TRANSACTION_POOLING: bool = False
     LOG_LEVEL: str = "INFO"
     LOG_JSON: bool | None = None
     MAX_REQUEST_BODY_BYTES: int = 1024 * 1024

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 from advanced_alchemy.extensions.litestar import (
     AlembicAsyncConfig,
@@ -44,8 +45,23 @@ def engine_config(settings: Settings) -> EngineConfig:
             "timeout": settings.DB_CONNECT_TIMEOUT,
             "command_timeout": settings.DB_COMMAND_TIMEOUT,
             "server_settings": {"application_name": settings.PROJECT_NAME[:63]},
+            **(TRANSACTION_POOLING_ARGS if settings.DB_TRANSACTION_POOLING else {}),
         },
     )
+
+
+def _unique_statement_name() -> str:
+    return f"__asyncpg_{uuid4().hex}__"
+
+
+# Behind PgBouncer in transaction mode each transaction may run on another server connection, where a statement
+# prepared and named on an earlier one does not exist (and its name may be taken): no statement caches, so the
+# fast path's statements go unnamed, and SQLAlchemy's own get names no other statement has.
+TRANSACTION_POOLING_ARGS: dict[str, Any] = {
+    "statement_cache_size": 0,
+    "prepared_statement_cache_size": 0,
+    "prepared_statement_name_func": _unique_statement_name,
+}
 
 
 def ensure_sqlite_folder(url: str) -> None:

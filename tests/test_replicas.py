@@ -1,13 +1,15 @@
 """Scaling out: three replicas of the service (separate uvicorn servers on their own ports, as separate pods would be)
-behind HAProxy, sharing one PostgreSQL database and one Redis. What one replica knows, all know: the failed-login
-limit counts across replicas, a password change on one ends the other sessions on all, recovery limits are shared;
-and a replica killed under load loses no acknowledged write while the balancer routes around it."""
+behind HAProxy, sharing one PostgreSQL database (through PgBouncer in transaction mode) and one Redis. What one
+replica knows, all know: the failed-login limit counts across replicas, a password change on one ends the other
+sessions on all, recovery limits are shared; a replica killed under load loses no acknowledged write while the
+balancer routes around it; and the replicas' pools share a few server connections."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import make_url
 
 from app.cli import prestart
 from app.database import sqlalchemy_config
@@ -36,6 +39,7 @@ from tests.conftest import (
 )
 
 REPLICAS = 3
+PGBOUNCER_POOL = 4  # server connections PgBouncer opens to the database, for the replicas' 3 x 5 pooled ones
 API = "/api/v1"
 CONNECTION_CLOSED = 0  # no answer at all: the balancer closed the connection of a request that died with a replica
 
@@ -102,6 +106,46 @@ backend replicas
 """
 
 
+def start_pgbouncer(folder: Path, port: int, upstream: str) -> subprocess.Popen[bytes]:
+    """PgBouncer from Debian's package, in transaction mode, in front of the test database's server."""
+    pgbouncer = shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin")
+    assert pgbouncer, "PgBouncer is needed (Debian: apt-get install pgbouncer; .ci/run installs it)"
+    target = make_url(upstream)
+    folder.mkdir(mode=0o755)
+    folder.chmod(0o755)  # PgBouncer refuses to run as root: it drops to the postgres user, who must read this
+    (folder / "userlist.txt").write_text(f'"{target.username}" ""\n')
+    (folder / "pgbouncer.ini").write_text(
+        f"""[databases]
+{target.database} = host={target.host} port={target.port or 5432}
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {port}
+unix_socket_dir =
+auth_type = trust
+auth_file = {folder / "userlist.txt"}
+pool_mode = transaction
+default_pool_size = {PGBOUNCER_POOL}
+max_client_conn = 200
+"""
+    )
+    for file in folder.iterdir():
+        file.chmod(0o644)
+    as_user = ["-u", "postgres"] if os.geteuid() == 0 else []
+    process = subprocess.Popen(
+        [pgbouncer, *as_user, str(folder / "pgbouncer.ini")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return process
+        except OSError:
+            assert process.poll() is None, "PgBouncer stopped"
+            assert time.monotonic() < deadline, "PgBouncer did not start"
+            time.sleep(0.05)
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     haproxy = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin")
@@ -111,10 +155,15 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     processes: list[subprocess.Popen[bytes]] = []
     try:
         settings = make_settings(url)
-        prestart(sqlalchemy_config(settings), settings)  # once per release, as the migration job does
+        # Once per release, as the migration job does, straight to PostgreSQL (DDL needs no pooler).
+        prestart(sqlalchemy_config(settings), settings)
+        pgbouncer_port = free_port()
+        processes.append(start_pgbouncer(folder / "pgbouncer", pgbouncer_port, url))
+        pooled = make_url(url).set(host="127.0.0.1", port=pgbouncer_port).render_as_string(hide_password=False)
         environment = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("COV_", "PYTEST"))},
-            "DATABASE_URL": url,
+            "DATABASE_URL": pooled,
+            "DB_TRANSACTION_POOLING": "true",
             "SECRET_KEY": SECRET_KEY,
             "ENVIRONMENT": "local",
             "LOG_LEVEL": "WARNING",
@@ -141,7 +190,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         balancer = f"http://127.0.0.1:{balancer_port}"
         wait_until_ready(balancer)
         time.sleep(0.5)  # every replica's first health check passed (rise 2 at 200 ms)
-        yield Cluster(balancer, replicas, processes[:REPLICAS], Database(url), logs)
+        yield Cluster(balancer, replicas, processes[1 : REPLICAS + 1], Database(url), logs)
     finally:
         for process in processes:
             if process.poll() is None:
@@ -166,6 +215,32 @@ def test_every_replica_shares_its_limits_through_redis(cluster: Cluster) -> None
     for base in [cluster.balancer, *cluster.replicas]:
         ready = httpx.get(base + API + "/utils/ready")
         assert (ready.status_code, ready.json()["rate_limits"]) == (200, "redis"), base
+
+
+def test_the_replicas_share_a_few_server_connections_through_pgbouncer(cluster: Cluster) -> None:
+    """Concurrent reads on every replica (each a pool of 5): PostgreSQL sees at most PgBouncer's pool."""
+    with cluster.client(cluster.balancer) as http:
+        headers = login(http, SUPERUSER_EMAIL, SUPERUSER_PASSWORD)
+
+    def read(base: str) -> list[int]:
+        with cluster.client(base) as http:
+            return [http.get("/items/", headers=headers).status_code for _ in range(20)]
+
+    threads_results: list[list[int]] = []
+    threads = [
+        threading.Thread(target=lambda base=base: threads_results.append(read(base)))
+        for base in cluster.replicas
+        for _ in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert [status for statuses in threads_results for status in statuses] == [200] * 20 * 4 * REPLICAS
+    server_connections = cluster.database.scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    assert 1 <= server_connections <= PGBOUNCER_POOL
 
 
 def test_the_failed_login_limit_counts_across_replicas(cluster: Cluster) -> None:
