@@ -82,3 +82,42 @@ bench *args:
 # Seed 1,000,000 items across 10,000 users with SQL (default database bench_large, created and migrated if missing).
 bench-seed-large *args:
     uv run python -m bench.seed_large {{args}}
+
+# PostgreSQL, Redis, the migration job, BACKEND_REPLICAS replicas of the image (`just image` first) and Caddy on
+# :80/:443, with the settings of .env; podman-compose where installed, else docker compose.
+# Start the compose stack (deploy/compose.yaml); `just up dev` adds a mail catcher (:8025) and `local` settings.
+up *mode:
+    #!/usr/bin/env sh
+    set -eu
+    files="-f deploy/compose.yaml"
+    if [ "{{mode}}" = "dev" ]; then files="$files -f deploy/compose.dev.yaml"; fi
+    if command -v podman-compose >/dev/null 2>&1; then compose=podman-compose; else compose="docker compose"; fi
+    $compose $files up -d
+
+# Stop the compose stack (the database volume stays; `just down -v` removes it too).
+down *args:
+    #!/usr/bin/env sh
+    set -eu
+    if command -v podman-compose >/dev/null 2>&1; then compose=podman-compose; else compose="docker compose"; fi
+    $compose -f deploy/compose.yaml -f deploy/compose.dev.yaml down {{args}}
+
+# Follow the compose stack's logs (or one service's: `just logs backend`).
+logs *service:
+    #!/usr/bin/env sh
+    set -eu
+    if command -v podman-compose >/dev/null 2>&1; then compose=podman-compose; else compose="docker compose"; fi
+    $compose -f deploy/compose.yaml logs -f {{service}}
+
+# The migration Job of this release runs to completion before the Deployment rolls out.
+# Release to Kubernetes with kubectl: just deploy [overlay] (deploy/k8s/overlays/production by default).
+deploy overlay="production":
+    #!/usr/bin/env sh
+    set -eu
+    dir="deploy/k8s/overlays/{{overlay}}"
+    kubectl kustomize "$dir" > /dev/null
+    namespace=$(kubectl kustomize "$dir" | sed -n 's/^  namespace: //p' | head -n 1)
+    kubectl delete job accounts-api-migrate --namespace "$namespace" --ignore-not-found
+    kubectl kustomize "$dir" | kubectl apply -f - --selector app.kubernetes.io/component!=api
+    kubectl wait job/accounts-api-migrate --namespace "$namespace" --for=condition=complete --timeout=300s
+    kubectl kustomize "$dir" | kubectl apply -f -
+    kubectl rollout status deployment/accounts-api --namespace "$namespace" --timeout=300s
