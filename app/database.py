@@ -14,7 +14,7 @@ from advanced_alchemy.extensions.litestar import (
     SQLAlchemyAsyncConfig,
 )
 from advanced_alchemy.types import GUID
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -71,10 +71,17 @@ def ensure_sqlite_folder(url: str) -> None:
         Path(database).parent.mkdir(parents=True, exist_ok=True)
 
 
+def enforce_foreign_keys(dbapi_connection: Any, _: Any) -> None:
+    """SQLite leaves foreign keys unchecked (and `ON DELETE CASCADE` undone) unless each connection asks."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
 def sqlalchemy_config(settings: Settings) -> SQLAlchemyAsyncConfig:
     url = settings.database_url
     ensure_sqlite_folder(url)
-    return SQLAlchemyAsyncConfig(
+    config = SQLAlchemyAsyncConfig(
         connection_string=url,
         engine_config=engine_config(settings),
         session_config=AsyncSessionConfig(expire_on_commit=False),
@@ -86,6 +93,9 @@ def sqlalchemy_config(settings: Settings) -> SQLAlchemyAsyncConfig:
             render_as_batch=is_sqlite(url),
         ),
     )
+    if is_sqlite(url):
+        event.listen(config.get_engine().sync_engine, "connect", enforce_foreign_keys)
+    return config
 
 
 def compare_type(

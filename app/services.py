@@ -13,7 +13,6 @@ from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from litestar import Request
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException, NotFoundException, PermissionDeniedException
-from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import security
@@ -126,8 +125,6 @@ class UserService(SQLAlchemyAsyncRepositoryService[User, UserRepository]):
     async def remove(self, user: User, caller: UserRow) -> None:
         if user.id == caller.id and user.is_superuser:
             raise PermissionDeniedException("Super users are not allowed to delete themselves")
-        # Explicit, so SQLite (whose foreign keys are off by default) loses no less than PostgreSQL's cascade.
-        await self.repository.session.execute(delete(Item).where(Item.owner_id == user.id))
         await self.repository.delete(user.id)
 
 
