@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from typing import Any
-from uuid import UUID
 
 import structlog
 from litestar.connection import ASGIConnection
@@ -19,32 +18,26 @@ from litestar.types import ASGIApp
 
 from app import security
 from app.config import Settings
-from db.queries import HotPath, UserRow
+from app.errors import INACTIVE_USER, INVALID_CREDENTIALS, NOT_AUTHENTICATED, NOT_ENOUGH_PRIVILEGES, USER_NOT_FOUND
+from app.schemas import Caller
+from app.services import READ_WITH_CALLER, Found, ReadWithCaller, UserRepository
+from db.executor import Executor
 
 EXCLUDE_FROM_AUTH = "exclude_from_auth"
-# Route opt: the path parameter naming an item to read in the caller's statement (one round trip, not two).
-PREFETCH_ITEM = "prefetch_item"
-# Request state: {item id: the item or None}, what PREFETCH_ITEM read.
-PREFETCHED_ITEMS = "prefetched_items"
-NOT_AUTHENTICATED = "Not authenticated"
-INVALID_CREDENTIALS = "Could not validate credentials"
-USER_NOT_FOUND = "User not found"
-INACTIVE_USER = "Inactive user"
-NOT_ENOUGH_PRIVILEGES = "The user doesn't have enough privileges"
 
 
 class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
-    """`Authorization: Bearer <JWT>` → `connection.user`, in the contract's order of answers:
+    """`Authorization: Bearer <JWT>` → `connection.user` (a `Caller`), in the contract's order of answers:
     401 no bearer token, 403 a token that fails verification (or was revoked), 404 its user is gone,
     400 its user is inactive.
 
-    A route whose opt names an item's path parameter (PREFETCH_ITEM) gets that item read in the caller's own
-    statement and left in the request state (PREFETCHED_ITEMS) for its handler: one round trip instead of two."""
+    A route whose opt declares a `ReadWithCaller` (under READ_WITH_CALLER) gets that row read in the caller's own
+    statement and left in the request state under the same key, as a `Found`: one round trip instead of two."""
 
-    def __init__(self, app: ASGIApp, settings: Settings, hot_path: HotPath, **kwargs: Any) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, fast: Executor, **kwargs: Any) -> None:
         super().__init__(app, exclude_from_auth_key=EXCLUDE_FROM_AUTH, exclude_http_methods=["OPTIONS"], **kwargs)
         self.settings = settings
-        self.hot_path = hot_path
+        self.fast = fast
 
     async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
         scheme, _, token = connection.headers.get("authorization", "").partition(" ")
@@ -55,12 +48,13 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
             access = security.decode_access_token(token, self.settings.SECRET_KEY)
         except security.InvalidTokenError:
             raise PermissionDeniedException(INVALID_CREDENTIALS) from None
-        item_id = self._item_to_prefetch(connection)
-        if item_id is None:
-            user = await self.hot_path.user(access.user_id)
+        read = connection.route_handler.opt.get(READ_WITH_CALLER)
+        row_id = read.row_id(connection.path_params) if isinstance(read, ReadWithCaller) else None
+        if row_id is None:
+            user = await UserRepository.read_caller(self.fast, access.user_id)
         else:
-            user, item = await self.hot_path.user_and_item(access.user_id, item_id)
-            connection.state[PREFETCHED_ITEMS] = {item_id: item}
+            user, row = await UserRepository.read_caller_with(self.fast, access.user_id, read, row_id)
+            connection.state[READ_WITH_CALLER] = Found(row_id, row)
         if user is None:
             raise NotFoundException(USER_NOT_FOUND)
         if not user.is_active:
@@ -72,21 +66,11 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
         structlog.contextvars.bind_contextvars(user_id=str(user.id))
         return AuthenticationResult(user=user, auth=access)
 
-    @staticmethod
-    def _item_to_prefetch(connection: ASGIConnection[Any, Any, Any, Any]) -> UUID | None:
-        parameter = connection.route_handler.opt.get(PREFETCH_ITEM)
-        if parameter is None:
-            return None
-        try:
-            return UUID(connection.path_params[parameter])
-        except ValueError:
-            return None  # the handler answers 422 for it
+
+def auth_middleware(settings: Settings, fast: Executor) -> DefineMiddleware:
+    return DefineMiddleware(BearerAuthMiddleware, settings=settings, fast=fast)
 
 
-def auth_middleware(settings: Settings, hot_path: HotPath) -> DefineMiddleware:
-    return DefineMiddleware(BearerAuthMiddleware, settings=settings, hot_path=hot_path)
-
-
-def requires_superuser(connection: ASGIConnection[Any, UserRow, Any, Any], _: BaseRouteHandler) -> None:
+def requires_superuser(connection: ASGIConnection[Any, Caller, Any, Any], _: BaseRouteHandler) -> None:
     if not connection.user.is_superuser:
         raise PermissionDeniedException(NOT_ENOUGH_PRIVILEGES)

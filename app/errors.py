@@ -13,6 +13,8 @@ from litestar.enums import RequestEncodingType
 from litestar.exceptions import ClientException, HTTPException, ValidationException
 from litestar.params import BodyKwarg
 from litestar.status_codes import (
+    HTTP_400_BAD_REQUEST,
+    HTTP_403_FORBIDDEN,
     HTTP_404_NOT_FOUND,
     HTTP_409_CONFLICT,
     HTTP_422_UNPROCESSABLE_ENTITY,
@@ -30,6 +32,55 @@ from app.validation import Error
 log = structlog.get_logger("app.errors")
 
 DATABASE_UNAVAILABLE = "Service temporarily unavailable, please retry shortly"
+# The contract's `detail` messages.
+NOT_AUTHENTICATED = "Not authenticated"
+INVALID_CREDENTIALS = "Could not validate credentials"
+USER_NOT_FOUND = "User not found"
+INACTIVE_USER = "Inactive user"
+NOT_ENOUGH_PRIVILEGES = "The user doesn't have enough privileges"
+USER_EXISTS = "The user with this email already exists in the system"
+EMAIL_TAKEN = "User with this email already exists"
+INCORRECT_PASSWORD = "Incorrect password"
+SAME_PASSWORD = "New password cannot be the same as the current one"
+SUPERUSER_SELF_DELETE = "Super users are not allowed to delete themselves"
+ITEM_NOT_FOUND = "Item not found"
+NOT_ENOUGH_PERMISSIONS = "Not enough permissions"
+
+
+class BadRequest(HTTPException):
+    status_code = HTTP_400_BAD_REQUEST
+
+
+class DomainError(Exception):
+    """A rule of a service refused the request; `detail` is the contract's message (answered by `on_domain_error`)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class Rejected(DomainError):
+    """The request contradicts a rule (400)."""
+
+
+class Forbidden(DomainError):
+    """The caller may not do this (403)."""
+
+
+class NotFound(DomainError):
+    """What the request names does not exist (404)."""
+
+
+class Conflict(DomainError):
+    """The change would collide with existing data (409)."""
+
+
+_DOMAIN_STATUS: dict[type[DomainError], int] = {
+    Rejected: HTTP_400_BAD_REQUEST,
+    Forbidden: HTTP_403_FORBIDDEN,
+    NotFound: HTTP_404_NOT_FOUND,
+    Conflict: HTTP_409_CONFLICT,
+}
 
 
 def _detail(status_code: int, detail: Any, headers: dict[str, str] | None = None) -> Response[Any]:
@@ -148,6 +199,10 @@ def on_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Respon
     return _detail(exc.status_code, exc.detail, headers)
 
 
+def on_domain_error(_: Request[Any, Any, Any], exc: DomainError) -> Response[Any]:
+    return _detail(_DOMAIN_STATUS[type(exc)], exc.detail)
+
+
 def on_repository_error(request: Request[Any, Any, Any], exc: RepositoryError) -> Response[Any]:
     if isinstance(exc, NotFoundError):
         return _detail(HTTP_404_NOT_FOUND, "Not Found")
@@ -190,6 +245,7 @@ exception_handlers: ExceptionHandlersMap = {
     RecursionError: on_undecodable_body,
     UnicodeDecodeError: on_undecodable_body,
     HTTPException: on_http_error,
+    DomainError: on_domain_error,
     RepositoryError: on_repository_error,
     DBAPIError: on_database_unavailable,
     PoolTimeoutError: on_database_unavailable,

@@ -29,12 +29,12 @@ from app.errors import exception_handlers
 from app.observability import configure_logging, init_sentry, log_response, request_logging
 from app.openapi import SECURITY_SCHEME, openapi_fixups, operation_id
 from app.ratelimit import RateLimiter
-from app.services import provide_item_reads
+from app.schemas import Caller
 from app.validation import reject_nul_characters
-from db.queries import HotPath, UserRow
+from db.executor import Executor
 
 
-def provide_current_user(request: Request[UserRow, Any, Any]) -> UserRow:
+def provide_current_user(request: Request[Caller, Any, Any]) -> Caller:
     return request.user
 
 
@@ -97,7 +97,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     configure_logging(settings)
     init_sentry(settings)
     db_config = sqlalchemy_config(settings)
-    hot_path = HotPath(db_config.get_engine())
+    fast = Executor(db_config.get_engine())
     # Shared by every worker and replica through Redis when configured; per process otherwise.
     rate_limiter = RateLimiter(settings.REDIS_URL, settings.REDIS_NAMESPACE, enabled=settings.RATE_LIMIT_ENABLED)
 
@@ -113,9 +113,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "settings": Provide(lambda: settings, sync_to_thread=False, use_cache=True),
             "rate_limiter": Provide(lambda: rate_limiter, sync_to_thread=False, use_cache=True),
             "current_user": Provide(provide_current_user, sync_to_thread=False),
-            "item_reads": Provide(provide_item_reads, sync_to_thread=False),
         },
-        middleware=[request_logging, auth_middleware(settings, hot_path)],
+        middleware=[request_logging, auth_middleware(settings, fast)],
         on_shutdown=[rate_limiter.close],
         before_send=[preflight_ok, log_response],
         before_request=reject_nul_characters,
@@ -153,7 +152,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     complete_allow_headers(app)
     app.state.settings = settings
     app.state.db_config = db_config
-    app.state.hot_path = hot_path
+    app.state.executor = fast
     openapi_fixups(app)
     app.state.openapi_document = msgspec.json.encode(app.openapi_schema.to_schema())
     return app

@@ -12,15 +12,8 @@ from litestar.params import KwargDefinition
 from litestar.routes import HTTPRoute
 from litestar.types import Method
 
-from app.auth import (
-    EXCLUDE_FROM_AUTH,
-    INACTIVE_USER,
-    INVALID_CREDENTIALS,
-    NOT_AUTHENTICATED,
-    NOT_ENOUGH_PRIVILEGES,
-    USER_NOT_FOUND,
-    requires_superuser,
-)
+from app.auth import EXCLUDE_FROM_AUTH, requires_superuser
+from app.errors import INACTIVE_USER, INVALID_CREDENTIALS, NOT_AUTHENTICATED, NOT_ENOUGH_PRIVILEGES, USER_NOT_FOUND
 
 SECURITY_SCHEME = "OAuth2PasswordBearer"
 

@@ -45,6 +45,31 @@ class UserPublic(Struct):
     created_at: datetime
 
 
+class Caller(Struct, frozen=True):
+    """The authenticated user, read once per request by app/auth.py: what a response about them shows, and what
+    authentication checks. Not a body: `public()` is what the API shows of it."""
+
+    email: str
+    is_active: bool
+    is_superuser: bool
+    full_name: str | None
+    id: UUID
+    created_at: datetime
+    hashed_password: str
+    token_version: int
+    kept_token_digest: str | None
+
+    def public(self) -> UserPublic:
+        return UserPublic(
+            email=self.email,
+            is_active=self.is_active,
+            is_superuser=self.is_superuser,
+            full_name=self.full_name,
+            id=self.id,
+            created_at=self.created_at,
+        )
+
+
 class UsersPublic(Struct):
     data: list[UserPublic]
     count: int
@@ -160,28 +185,6 @@ def changes(update: Struct) -> dict[str, Any]:
 
 
 HealthStatus = Literal[True]
-
-
-def user_public(user: Any) -> UserPublic:
-    """Straight from the row: these values were validated when written."""
-    return UserPublic(
-        email=user.email,
-        is_active=user.is_active,
-        is_superuser=user.is_superuser,
-        full_name=user.full_name,
-        id=user.id,
-        created_at=user.created_at,
-    )
-
-
-def item_public(item: Any) -> ItemPublic:
-    return ItemPublic(
-        title=item.title,
-        description=item.description,
-        id=item.id,
-        owner_id=item.owner_id,
-        created_at=item.created_at,
-    )
 
 
 RateLimitMode = Literal["off", "redis", "process", "process (redis unavailable)"]

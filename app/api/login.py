@@ -14,12 +14,12 @@ from litestar.utils.scope.state import ScopeState
 from app import emails, security
 from app.auth import EXCLUDE_FROM_AUTH, requires_superuser
 from app.config import Settings
+from app.errors import BadRequest
 from app.ratelimit import Quota, RateLimiter
-from app.schemas import LoginForm, Message, NewPassword, Token, UserPublic, user_public
-from app.services import BadRequest, UserService, provide_user_service
+from app.schemas import Caller, LoginForm, Message, NewPassword, Token, UserPublic
+from app.services import UserService, provide_user_service
 from app.validation import reject_nul_characters
 from db.identity import email_identity
-from db.queries import UserRow
 
 RECOVERY_SENT = "If that email is registered, we sent a password recovery link"
 MINUTE, HOUR = 60, 3600
@@ -55,7 +55,7 @@ async def send_recovery_email(settings: Settings, email: str, hashed_password: s
 
 class LoginController(Controller):
     tags = ["login"]
-    dependencies = {"users": Provide(provide_user_service)}
+    dependencies = {"users": Provide(provide_user_service, sync_to_thread=False)}
 
     @post(
         "/login/access-token",
@@ -100,9 +100,9 @@ class LoginController(Controller):
         )
 
     @post("/login/test-token", status_code=200)
-    async def test_token(self, current_user: NamedDependency[UserRow]) -> UserPublic:
+    async def test_token(self, current_user: NamedDependency[Caller]) -> UserPublic:
         """Test access token."""
-        return user_public(current_user)
+        return current_user.public()
 
     @post("/password-recovery/{email:str}", status_code=200, opt={EXCLUDE_FROM_AUTH: True})
     async def recover_password(

@@ -5,7 +5,8 @@ from litestar.di import NamedDependency, Provide
 from litestar.params import JSONBody
 
 from app.auth import EXCLUDE_FROM_AUTH
-from app.schemas import PrivateUserCreate, UserPublic, changes, user_public
+from app.errors import USER_EXISTS
+from app.schemas import PrivateUserCreate, UserPublic, changes
 from app.services import UserService, provide_user_service
 
 
@@ -14,12 +15,11 @@ class PrivateController(Controller):
 
     path = "/private"
     tags = ["private"]
-    dependencies = {"users": Provide(provide_user_service)}
+    dependencies = {"users": Provide(provide_user_service, sync_to_thread=False)}
 
     @post("/users", status_code=200, opt={EXCLUDE_FROM_AUTH: True})
     async def create_user(self, users: NamedDependency[UserService], data: JSONBody[PrivateUserCreate]) -> UserPublic:
         """Create a user without any checks (development only)."""
         fields = changes(data)
         fields.pop("is_verified", None)
-        user = await users.create_account(fields, "The user with this email already exists in the system")
-        return user_public(user)
+        return await users.create_account(fields, USER_EXISTS)

@@ -1,0 +1,66 @@
+"""Adding a field to a response takes the model (and its migration) and the struct, nothing else: every fast
+statement selects the columns named by the struct it returns, and a struct field that no column backs fails when
+the statements are built (at import), not as a 500 on the one route that reads it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from uuid import uuid4
+
+import pytest
+from sqlalchemy import Select
+
+from app.schemas import Caller, ItemPublic, UserPublic
+from app.services import ItemRepository, UserRepository, caller_with
+from db.executor import columns, from_row
+from db.models import Item, User
+
+
+def selected(statement: Select[object]) -> list[str]:
+    return [column.key for column in statement.selected_columns]
+
+
+def fields(struct: type[object]) -> list[str]:
+    return list(struct.__struct_fields__)  # type: ignore[attr-defined]
+
+
+def test_each_fast_statement_selects_exactly_the_fields_of_the_struct_it_returns() -> None:
+    assert selected(UserRepository.CALLER) == fields(Caller)
+    assert selected(UserRepository.PUBLIC) == fields(UserPublic)
+    assert selected(UserRepository.PAGE) == fields(UserPublic)
+    assert selected(ItemRepository.PUBLIC) == fields(ItemPublic)
+    assert selected(ItemRepository.PAGE) == fields(ItemPublic)
+    assert selected(ItemRepository.OWN_PAGE) == [*fields(ItemPublic), "total"]
+    assert sorted(ItemRepository.INSERT.compile().params) == sorted(fields(ItemPublic))
+
+
+def test_the_caller_read_with_an_item_selects_both_structs() -> None:
+    statement = caller_with(Item, ItemPublic)
+    assert selected(statement) == [*fields(Caller), "row_key", *(f"row_{name}" for name in fields(ItemPublic))]
+    assert caller_with(Item, ItemPublic) is statement  # built once: the executor compiles it once
+
+
+def test_a_struct_field_without_a_column_fails_when_the_statement_is_built() -> None:
+    class ItemWithPriority(ItemPublic):
+        priority: int = 0
+
+    with pytest.raises(TypeError, match=r"ItemWithPriority has fields that are no column of Item: \['priority'\]"):
+        columns(Item, ItemWithPriority)
+
+
+def test_a_struct_is_built_from_its_columns_whatever_else_the_row_has() -> None:
+    row = {"title": "t", "description": None, "id": uuid4(), "owner_id": uuid4(), "created_at": datetime.now(UTC)}
+    assert from_row(ItemPublic, {**row, "total": 3}) == ItemPublic(**row)
+    assert from_row(ItemPublic, {f"row_{name}": value for name, value in row.items()}, "row_") == ItemPublic(**row)
+
+
+def test_the_caller_shows_every_public_field_of_a_user() -> None:
+    """`Caller.public()` is what /users/me answers: a UserPublic field the caller lacks would not type-check, and a
+    Caller field without a User column fails above."""
+    assert set(fields(UserPublic)) <= set(fields(Caller))
+    assert [column.key for column in columns(User, Caller)] == fields(Caller)
+    values = {"email": "a@example.com", "is_active": True, "is_superuser": False, "full_name": None}
+    caller = Caller(
+        **values, id=uuid4(), created_at=datetime.now(UTC), hashed_password="x", token_version=0, kept_token_digest=None
+    )
+    assert caller.public() == UserPublic(**values, id=caller.id, created_at=caller.created_at)
