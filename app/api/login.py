@@ -14,7 +14,7 @@ from litestar.utils.scope.state import ScopeState
 from app import emails, security
 from app.auth import EXCLUDE_FROM_AUTH, requires_superuser
 from app.config import Settings
-from app.errors import BadRequest
+from app.errors import INACTIVE_USER, INCORRECT_LOGIN, INVALID_TOKEN, UNKNOWN_USERNAME, BadRequest
 from app.ratelimit import Quota, RateLimiter
 from app.schemas import Caller, LoginForm, Message, NewPassword, Token, UserPublic
 from app.services import UserService, provide_user_service
@@ -90,10 +90,10 @@ class LoginController(Controller):
             await rate_limiter.refund(attempt)  # not a failed login: the service failed
             raise
         if user is None:
-            raise BadRequest("Incorrect email or password")
+            raise BadRequest(INCORRECT_LOGIN)
         await rate_limiter.refund(attempt)
         if not user.is_active:
-            raise BadRequest("Inactive user")
+            raise BadRequest(INACTIVE_USER)
         expires = timedelta(minutes=settings.ACCESS_TOKEN_EXPIRE_MINUTES)
         return Token(
             access_token=security.create_access_token(user.id, user.token_version, settings.SECRET_KEY, expires)
@@ -134,12 +134,12 @@ class LoginController(Controller):
         try:
             email, fingerprint = security.decode_reset_token(data.token, settings.SECRET_KEY)
         except security.InvalidTokenError:
-            raise BadRequest("Invalid token") from None
+            raise BadRequest(INVALID_TOKEN) from None
         user = await users.get_by_email(email)
         if user is None or fingerprint != security.password_fingerprint(user.hashed_password, settings.SECRET_KEY):
-            raise BadRequest("Invalid token")
+            raise BadRequest(INVALID_TOKEN)
         if not user.is_active:
-            raise BadRequest("Inactive user")
+            raise BadRequest(INACTIVE_USER)
         await users.set_password(user, data.new_password)
         return Message(message="Password updated successfully")
 
@@ -155,7 +155,7 @@ class LoginController(Controller):
         """The HTML of the password recovery email (its subject in the `X-Email-Subject` header)."""
         user = await users.get_by_email(email)
         if user is None:
-            raise NotFoundException("The user with this username does not exist in the system.")
+            raise NotFoundException(UNKNOWN_USERNAME)
         mail = emails.reset_password_email(
             settings, user.email, reset_token_for(settings, user.email, user.hashed_password)
         )

@@ -12,7 +12,7 @@ from app import emails, security
 from app.api.login import HOUR, client_address
 from app.auth import EXCLUDE_FROM_AUTH, requires_superuser
 from app.config import Settings
-from app.errors import USER_EXISTS
+from app.errors import UNKNOWN_USER_ID, USER_EXISTS
 from app.ratelimit import Quota, RateLimiter
 from app.schemas import (
     PAGE_MAX,
@@ -110,7 +110,7 @@ class UsersController(Controller):
         self, users: NamedDependency[UserService], user_id: FromPath[UUID], data: JSONBody[UserUpdate]
     ) -> UserPublic:
         """Update a user; a new password is hashed and revokes their tokens."""
-        return await users.update(user_id, changes(data), "The user with this id does not exist in the system")
+        return await users.update(user_id, changes(data), UNKNOWN_USER_ID)
 
     @delete("/{user_id:str}", status_code=200, guards=[requires_superuser])
     async def delete_user(self, users: NamedDependency[UserService], user_id: FromPath[UUID]) -> Message:
