@@ -11,8 +11,8 @@ from sqlalchemy import pool
 from sqlalchemy.ext.asyncio import async_engine_from_config
 
 import db.models  # noqa: F401  (registers the tables on the metadata)
-from app.database import compare_type
 from db.adopt import AdoptionError, adopt
+from db.engine import compare_type
 
 if TYPE_CHECKING:
     from advanced_alchemy.alembic.commands import AlembicCommandConfig

@@ -9,7 +9,8 @@ from sqlalchemy import inspect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.cli import create_first_superuser, migrate
-from app.database import compare_type, sqlalchemy_config
+from app.database import sqlalchemy_config
+from db.engine import compare_type
 from db.models import metadata
 from tests.conftest import MIGRATIONS_HEAD, Database, make_settings, run
 

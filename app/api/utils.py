@@ -13,11 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app import emails
 from app.auth import EXCLUDE_FROM_AUTH, requires_superuser
 from app.config import Settings
-from app.database import ping
 from app.errors import DATABASE_UNAVAILABLE
 from app.ratelimit import RateLimiter
 from app.schemas import EMAIL_SCHEMA, HTTPError, Message, Readiness
 from app.validation import InvalidEmail, normalize_email
+from db.engine import ping
 
 
 class UtilsController(Controller):
