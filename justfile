@@ -52,9 +52,9 @@ fmt:
 hooks:
     uv run pre-commit install
 
-# Write the OpenAPI document to a file (default: openapi.json).
+# Write the OpenAPI document the app serves to a file (default: openapi.json), with Litestar's `schema openapi`.
 openapi file="openapi.json":
-    uv run python -m app.openapi {{file}}
+    uv run litestar --app {{app}} schema openapi --output "{{file}}"
 
 # Build the container image with podman or docker.
 image tag="accounts-api:latest":
@@ -69,7 +69,7 @@ emails:
 
 # Generate a Python client (openapi-python-client) from the OpenAPI document into sdk/ (git-ignored).
 sdk:
-    uv run python -m app.openapi sdk-openapi.json
+    uv run litestar --app {{app}} schema openapi --output sdk-openapi.json
     uv run openapi-python-client generate --path sdk-openapi.json --meta none --output-path sdk --overwrite
     rm -f sdk-openapi.json
 

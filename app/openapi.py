@@ -165,14 +165,3 @@ def openapi_fixups(app: Litestar) -> None:
                 _exact_integer_bounds(operation, handler)
                 if authenticated:
                     operation.security = [{SECURITY_SCHEME: []}]
-
-
-if __name__ == "__main__":
-    import sys
-    from pathlib import Path
-
-    from app.main import create_app
-
-    target = Path(sys.argv[1] if len(sys.argv) > 1 else "openapi.json")
-    target.write_bytes(create_app().state.openapi_document)
-    print(f"wrote {target}")

@@ -1,7 +1,8 @@
-"""The layering the README describes, checked on the source: db/ and migrations/ stand alone."""
+"""The layering the README describes, checked on the source: db/ and migrations/ stand alone, app/ has no cycles."""
 
 import ast
 from collections.abc import Iterator
+from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,3 +42,14 @@ def test_db_and_migrations_never_import_app() -> None:
         if is_app(module)
     }
     assert not offenders
+
+
+def test_app_modules_import_each_other_without_cycles() -> None:
+    graph = {
+        module_name(path): {module for module in imported_modules(path) if is_app(module)}
+        for path in sorted((ROOT / "app").rglob("*.py"))
+    }
+    try:
+        tuple(TopologicalSorter(graph).static_order())
+    except CycleError as cycle:
+        raise AssertionError(f"import cycle: {' -> '.join(cycle.args[1])}") from None
