@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from litestar import Litestar
 from litestar.handlers import HTTPRouteHandler
+from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import Components, OpenAPIMediaType, OpenAPIResponse, Operation, Parameter, Reference, Schema
 from litestar.openapi.spec.enums import OpenAPIType
 from litestar.params import KwargDefinition
@@ -14,6 +16,7 @@ from litestar.types import Method
 
 from app.auth import EXCLUDE_FROM_AUTH, requires_superuser
 from app.errors import INACTIVE_USER, INVALID_CREDENTIALS, NOT_AUTHENTICATED, NOT_ENOUGH_PRIVILEGES, USER_NOT_FOUND
+from app.schemas import HTTPError
 
 SECURITY_SCHEME = "OAuth2PasswordBearer"
 
@@ -48,62 +51,37 @@ _HTTP_ERROR = Schema(
     required=["detail"],
     properties={"detail": Schema(title="Detail", type=OpenAPIType.STRING)},
 )
+_HTTP_ERROR_CONTENT = {"application/json": OpenAPIMediaType(schema=Reference(ref="#/components/schemas/HTTPError"))}
 _UNPROCESSABLE = OpenAPIResponse(
     description="Validation Error",
     content={"application/json": OpenAPIMediaType(schema=Reference(ref="#/components/schemas/HTTPValidationError"))},
 )
 
 
+def error_responses(errors: Mapping[int, Sequence[str]]) -> dict[int, ResponseSpec]:
+    """A handler's own `{"detail": "..."}` answers, for its decorator's `responses=`: each status with its messages.
+    `openapi_fixups` puts the answers of authentication before them."""
+    return {status: ResponseSpec(HTTPError, description=" / ".join(messages)) for status, messages in errors.items()}
+
+
 # What a bearer-authenticated route answers before its handler runs (see app/auth.py).
-_AUTH_ERRORS = {"400": INACTIVE_USER, "401": NOT_AUTHENTICATED, "403": INVALID_CREDENTIALS, "404": USER_NOT_FOUND}
-_SUPERUSER_ERRORS = {"403": NOT_ENOUGH_PRIVILEGES}
-# The `{"detail": "..."}` answers of each route's own rules (the contract's table).
-_ROUTE_ERRORS: dict[str, dict[str, str]] = {
-    "login-login_access_token": {
-        "400": "Incorrect email or password / Inactive user",
-        "429": "Too many failed logins for this account or client",
-    },
-    "login-recover_password": {"429": "Too many recovery requests for this address or client"},
-    "login-reset_password": {"400": "Invalid token / Inactive user"},
-    "login-recover_password_html_content": {"404": "The user with this username does not exist in the system."},
-    "users-create_user": {"400": "The user with this email already exists in the system."},
-    "users-register_user": {
-        "400": "The user with this email already exists in the system",
-        "429": "Too many signups from this client (when enabled)",
-    },
-    "private-create_user": {"400": "The user with this email already exists in the system"},
-    "users-update_user_me": {"409": "User with this email already exists"},
-    "users-delete_user_me": {"403": "Super users are not allowed to delete themselves"},
-    "users-update_password_me": {"400": "Incorrect password / New password cannot be the same as the current one"},
-    "users-read_user_by_id": {"403": "The user doesn't have enough privileges", "404": "User not found"},
-    "users-update_user": {
-        "404": "The user with this id does not exist in the system",
-        "409": "User with this email already exists",
-    },
-    "users-delete_user": {"403": "Super users are not allowed to delete themselves", "404": "User not found"},
-    "items-read_item": {"403": "Not enough permissions", "404": "Item not found"},
-    "items-update_item": {"403": "Not enough permissions", "404": "Item not found"},
-    "items-delete_item": {"403": "Not enough permissions", "404": "Item not found"},
-}
+_AUTH_ERRORS = {400: INACTIVE_USER, 401: NOT_AUTHENTICATED, 403: INVALID_CREDENTIALS, 404: USER_NOT_FOUND}
+_SUPERUSER_ERRORS = {403: NOT_ENOUGH_PRIVILEGES}
 
 
-def _error_responses(operation_id: str, authenticated: bool, superuser_only: bool) -> dict[str, OpenAPIResponse]:
-    """Every `{"detail": "..."}` answer an operation can give, so clients (and schemathesis) know them all."""
-    descriptions: dict[str, list[str]] = {}
-    sources = [
-        _AUTH_ERRORS if authenticated else {},
-        _SUPERUSER_ERRORS if superuser_only else {},
-        _ROUTE_ERRORS.get(operation_id, {}),
-    ]
-    for source in sources:
-        for status, description in source.items():
-            if description not in descriptions.setdefault(status, []):
-                descriptions[status].append(description)
-    content = {"application/json": OpenAPIMediaType(schema=Reference(ref="#/components/schemas/HTTPError"))}
-    return {
-        status: OpenAPIResponse(description=" / ".join(texts), content=content)
-        for status, texts in descriptions.items()
-    }
+def _document_preceding_errors(
+    responses: dict[str, OpenAPIResponse | Reference], authenticated: bool, superuser_only: bool
+) -> None:
+    """The answers of authentication and of the superuser guard, before those the handler declares."""
+    preceding: dict[int, list[str]] = {}
+    for source in (_AUTH_ERRORS if authenticated else {}, _SUPERUSER_ERRORS if superuser_only else {}):
+        for status, message in source.items():
+            preceding.setdefault(status, []).append(message)
+    for status, messages in preceding.items():
+        declared = responses.get(str(status))
+        if isinstance(declared, OpenAPIResponse) and declared.description not in messages:
+            messages.append(declared.description)
+        responses[str(status)] = OpenAPIResponse(description=" / ".join(messages), content=_HTTP_ERROR_CONTENT)
 
 
 def operation_id(route_handler: HTTPRouteHandler, http_method: Method, path_components: list[Any]) -> str:
@@ -131,8 +109,8 @@ def _exact_integer_bounds(operation: Operation, handler: HTTPRouteHandler) -> No
 
 def openapi_fixups(app: Litestar) -> None:
     """Document validation failures as the 422 `HTTPValidationError` we answer (Litestar documents a 400), the
-    `{"detail": ...}` errors of authentication and of each route's rules, and mark every route that needs a bearer
-    token with the OAuth2 scheme, so the docs' Authorize button applies."""
+    `{"detail": ...}` errors of authentication before those each handler declares, and mark every route that needs a
+    bearer token with the OAuth2 scheme, so the docs' Authorize button applies."""
     schema = app.openapi_schema
     components = schema.components if isinstance(schema.components, Components) else Components()
     schemas = dict(components.schemas or {})
@@ -154,13 +132,15 @@ def openapi_fixups(app: Litestar) -> None:
                 if operation is None:
                     continue
                 responses = operation.responses or {}
-                if responses.pop("400", None) is not None:
+                # Litestar documents a failed validation as a 400 when the operation has a body or parameters (a 400
+                # the handler declares replaces it); we answer it 422.
+                if 400 not in (handler.responses or {}):
+                    responses.pop("400", None)
+                if operation.request_body is not None or operation.parameters:
                     responses["422"] = _UNPROCESSABLE
                 authenticated = not handler.opt.get(EXCLUDE_FROM_AUTH)
                 superuser_only = requires_superuser in handler.resolve_guards()
-                errors = _error_responses(operation.operation_id or "", authenticated, superuser_only)
-                for status, response in errors.items():
-                    responses.setdefault(status, response)
+                _document_preceding_errors(responses, authenticated, superuser_only)
                 operation.responses = dict(sorted(responses.items()))
                 _exact_integer_bounds(operation, handler)
                 if authenticated:

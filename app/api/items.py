@@ -7,12 +7,16 @@ from litestar import Controller, delete, get, post, put
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, JSONBody, Parameter
 
+from app.errors import ITEM_NOT_FOUND, NOT_ENOUGH_PERMISSIONS
+from app.openapi import error_responses
 from app.schemas import PAGE_MAX, ItemCreate, ItemPublic, ItemsPublic, ItemUpdate, Message, changes
 from app.services import READ_WITH_CALLER, ItemService, ReadWithCaller, provide_item_service
 from db.models import Item
 
 Skip = Annotated[int, Parameter(ge=0, le=PAGE_MAX)]
 Limit = Annotated[int, Parameter(ge=0, le=PAGE_MAX)]
+# An item the caller may not see, or that is not there.
+ITEM_ERRORS = error_responses({403: [NOT_ENOUGH_PERMISSIONS], 404: [ITEM_NOT_FOUND]})
 
 
 class ItemsController(Controller):
@@ -30,19 +34,19 @@ class ItemsController(Controller):
         """Create an item owned by the caller."""
         return await items.create(data)
 
-    @get("/{id:str}", opt={READ_WITH_CALLER: ReadWithCaller(Item, ItemPublic, "id")})
+    @get("/{id:str}", opt={READ_WITH_CALLER: ReadWithCaller(Item, ItemPublic, "id")}, responses=ITEM_ERRORS)
     async def read_item(self, items: NamedDependency[ItemService], id: FromPath[UUID]) -> ItemPublic:
         """One item, if the caller owns it or is a superuser."""
         return await items.read(id)
 
-    @put("/{id:str}")
+    @put("/{id:str}", responses=ITEM_ERRORS)
     async def update_item(
         self, items: NamedDependency[ItemService], id: FromPath[UUID], data: JSONBody[ItemUpdate]
     ) -> ItemPublic:
         """Partial update of title and description."""
         return await items.update(id, changes(data))
 
-    @delete("/{id:str}", status_code=200)
+    @delete("/{id:str}", status_code=200, responses=ITEM_ERRORS)
     async def delete_item(self, items: NamedDependency[ItemService], id: FromPath[UUID]) -> Message:
         """Delete an item."""
         await items.delete(id)

@@ -15,6 +15,7 @@ from app import emails, security
 from app.auth import EXCLUDE_FROM_AUTH, requires_superuser
 from app.config import Settings
 from app.errors import INACTIVE_USER, INCORRECT_LOGIN, INVALID_TOKEN, UNKNOWN_USERNAME, BadRequest
+from app.openapi import error_responses
 from app.ratelimit import Quota, RateLimiter
 from app.schemas import Caller, LoginForm, Message, NewPassword, Token, UserPublic
 from app.services import UserService, provide_user_service
@@ -62,6 +63,12 @@ class LoginController(Controller):
         status_code=200,
         opt={EXCLUDE_FROM_AUTH: True},
         before_request=read_form_in_either_encoding,
+        responses=error_responses(
+            {
+                400: [INCORRECT_LOGIN, INACTIVE_USER],
+                429: ["Too many failed logins for this account or client"],
+            }
+        ),
     )
     async def login_access_token(
         self,
@@ -104,7 +111,12 @@ class LoginController(Controller):
         """Test access token."""
         return current_user.public()
 
-    @post("/password-recovery/{email:str}", status_code=200, opt={EXCLUDE_FROM_AUTH: True})
+    @post(
+        "/password-recovery/{email:str}",
+        status_code=200,
+        opt={EXCLUDE_FROM_AUTH: True},
+        responses=error_responses({429: ["Too many recovery requests for this address or client"]}),
+    )
     async def recover_password(
         self,
         request: Request[Any, Any, Any],
@@ -126,7 +138,12 @@ class LoginController(Controller):
         )
         return Response(Message(message=RECOVERY_SENT), background=background)
 
-    @post("/reset-password", status_code=200, opt={EXCLUDE_FROM_AUTH: True})
+    @post(
+        "/reset-password",
+        status_code=200,
+        opt={EXCLUDE_FROM_AUTH: True},
+        responses=error_responses({400: [INVALID_TOKEN, INACTIVE_USER]}),
+    )
     async def reset_password(
         self, users: NamedDependency[UserService], settings: NamedDependency[Settings], data: JSONBody[NewPassword]
     ) -> Message:
@@ -148,6 +165,7 @@ class LoginController(Controller):
         status_code=200,
         guards=[requires_superuser],
         media_type=MediaType.HTML,
+        responses=error_responses({404: [UNKNOWN_USERNAME]}),
     )
     async def recover_password_html_content(
         self, users: NamedDependency[UserService], settings: NamedDependency[Settings], email: FromPath[str]

@@ -6,6 +6,7 @@ from litestar.params import JSONBody
 
 from app.auth import EXCLUDE_FROM_AUTH
 from app.errors import USER_EXISTS
+from app.openapi import error_responses
 from app.schemas import PrivateUserCreate, UserPublic, changes
 from app.services import UserService, provide_user_service
 
@@ -17,7 +18,12 @@ class PrivateController(Controller):
     tags = ["private"]
     dependencies = {"users": Provide(provide_user_service, sync_to_thread=False)}
 
-    @post("/users", status_code=200, opt={EXCLUDE_FROM_AUTH: True})
+    @post(
+        "/users",
+        status_code=200,
+        opt={EXCLUDE_FROM_AUTH: True},
+        responses=error_responses({400: [USER_EXISTS]}),
+    )
     async def create_user(self, users: NamedDependency[UserService], data: JSONBody[PrivateUserCreate]) -> UserPublic:
         """Create a user without any checks (development only)."""
         fields = changes(data)

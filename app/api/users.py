@@ -12,7 +12,17 @@ from app import emails, security
 from app.api.login import HOUR, client_address
 from app.auth import EXCLUDE_FROM_AUTH, requires_superuser
 from app.config import Settings
-from app.errors import UNKNOWN_USER_ID, USER_EXISTS
+from app.errors import (
+    EMAIL_TAKEN,
+    INCORRECT_PASSWORD,
+    NOT_ENOUGH_PRIVILEGES,
+    SAME_PASSWORD,
+    SUPERUSER_SELF_DELETE,
+    UNKNOWN_USER_ID,
+    USER_EXISTS,
+    USER_NOT_FOUND,
+)
+from app.openapi import error_responses
 from app.ratelimit import Quota, RateLimiter
 from app.schemas import (
     PAGE_MAX,
@@ -44,7 +54,12 @@ class UsersController(Controller):
         """All users, newest first."""
         return await users.page(skip, limit)
 
-    @post("/", status_code=200, guards=[requires_superuser])
+    @post(
+        "/",
+        status_code=200,
+        guards=[requires_superuser],
+        responses=error_responses({400: [USER_EXISTS + "."]}),
+    )
     async def create_user(
         self, users: NamedDependency[UserService], settings: NamedDependency[Settings], data: JSONBody[UserCreate]
     ) -> Response[UserPublic]:
@@ -62,18 +77,18 @@ class UsersController(Controller):
         """The caller."""
         return current_user.public()
 
-    @patch("/me")
+    @patch("/me", responses=error_responses({409: [EMAIL_TAKEN]}))
     async def update_user_me(self, users: NamedDependency[UserService], data: JSONBody[UserUpdateMe]) -> UserPublic:
         """Change the caller's name or email."""
         return await users.update_me(changes(data))
 
-    @delete("/me", status_code=200)
+    @delete("/me", status_code=200, responses=error_responses({403: [SUPERUSER_SELF_DELETE]}))
     async def delete_user_me(self, users: NamedDependency[UserService]) -> Message:
         """Delete the caller and their items."""
         await users.delete_me()
         return Message(message=USER_DELETED)
 
-    @patch("/me/password")
+    @patch("/me/password", responses=error_responses({400: [INCORRECT_PASSWORD, SAME_PASSWORD]}))
     async def update_password_me(
         self,
         request: Request[Caller, security.AccessToken, Any],
@@ -85,7 +100,12 @@ class UsersController(Controller):
         await users.change_own_password(data.current_password, data.new_password, request.auth.digest)
         return Message(message="Password updated successfully")
 
-    @post("/signup", status_code=200, opt={EXCLUDE_FROM_AUTH: True})
+    @post(
+        "/signup",
+        status_code=200,
+        opt={EXCLUDE_FROM_AUTH: True},
+        responses=error_responses({400: [USER_EXISTS], 429: ["Too many signups from this client (when enabled)"]}),
+    )
     async def register_user(
         self,
         request: Request[Any, Any, Any],
@@ -100,19 +120,28 @@ class UsersController(Controller):
         )
         return await users.create_account(changes(data), USER_EXISTS)
 
-    @get("/{user_id:str}")
+    @get("/{user_id:str}", responses=error_responses({403: [NOT_ENOUGH_PRIVILEGES], 404: [USER_NOT_FOUND]}))
     async def read_user_by_id(self, users: NamedDependency[UserService], user_id: FromPath[UUID]) -> UserPublic:
         """A user: the caller themselves, or anyone for a superuser."""
         return await users.read(user_id)
 
-    @patch("/{user_id:str}", guards=[requires_superuser])
+    @patch(
+        "/{user_id:str}",
+        guards=[requires_superuser],
+        responses=error_responses({404: [UNKNOWN_USER_ID], 409: [EMAIL_TAKEN]}),
+    )
     async def update_user(
         self, users: NamedDependency[UserService], user_id: FromPath[UUID], data: JSONBody[UserUpdate]
     ) -> UserPublic:
         """Update a user; a new password is hashed and revokes their tokens."""
         return await users.update(user_id, changes(data), UNKNOWN_USER_ID)
 
-    @delete("/{user_id:str}", status_code=200, guards=[requires_superuser])
+    @delete(
+        "/{user_id:str}",
+        status_code=200,
+        guards=[requires_superuser],
+        responses=error_responses({403: [SUPERUSER_SELF_DELETE], 404: [USER_NOT_FOUND]}),
+    )
     async def delete_user(self, users: NamedDependency[UserService], user_id: FromPath[UUID]) -> Message:
         """Delete a user and their items."""
         await users.delete(user_id)

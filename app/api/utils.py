@@ -6,7 +6,6 @@ from litestar import Controller, Response, get, post
 from litestar.background_tasks import BackgroundTask
 from litestar.di import NamedDependency
 from litestar.exceptions import ValidationException
-from litestar.openapi import ResponseSpec
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -14,8 +13,9 @@ from app import emails
 from app.auth import EXCLUDE_FROM_AUTH, requires_superuser
 from app.config import Settings
 from app.errors import DATABASE_UNAVAILABLE
+from app.openapi import error_responses
 from app.ratelimit import RateLimiter
-from app.schemas import EMAIL_SCHEMA, HTTPError, Message, Readiness
+from app.schemas import EMAIL_SCHEMA, Message, Readiness
 from app.validation import InvalidEmail, normalize_email
 from db.engine import ping
 
@@ -52,7 +52,7 @@ class UtilsController(Controller):
         "/ready",
         opt={EXCLUDE_FROM_AUTH: True},
         cache=False,
-        responses={503: ResponseSpec(HTTPError, description=DATABASE_UNAVAILABLE)},
+        responses=error_responses({503: [DATABASE_UNAVAILABLE]}),
     )
     async def ready(
         self,
