@@ -56,12 +56,14 @@ hooks:
 openapi file="openapi.json":
     uv run litestar --app {{app}} schema openapi --output "{{file}}"
 
-# Build the container image with podman or docker.
-image tag="accounts-api:latest":
+# Build the container image with podman or docker; more build options after the tag, e.g.
+# just image accounts-api:latest --build-arg PYTHON_IMAGE=registry.local/python:3.12-slim (README "Deployment").
+image tag="accounts-api:latest" *args:
     #!/usr/bin/env sh
     set -eu
-    if command -v podman >/dev/null 2>&1; then tool=podman; else tool=docker; fi
-    "$tool" build -f Containerfile -t "{{tag}}" .
+    # podman's default (OCI) format silently drops HEALTHCHECK; docker's builder has only its own format.
+    if command -v podman >/dev/null 2>&1; then set -- podman build --format docker; else set -- docker build; fi
+    "$@" -f Containerfile -t "{{tag}}" {{args}} .
 
 # Rebuild the HTML emails (app/templates/build/*.html) from their MJML sources (app/templates/src/*.mjml); commit both.
 emails:
