@@ -56,8 +56,7 @@ hooks:
 openapi file="openapi.json":
     uv run litestar --app {{app}} schema openapi --output "{{file}}"
 
-# Build the container image with podman or docker; more build options after the tag, e.g.
-# just image accounts-api:latest --build-arg PYTHON_IMAGE=registry.local/python:3.12-slim (README "Deployment").
+# Build the container image with podman (else docker); build options after the tag, e.g. --build-arg PYTHON_IMAGE=… (README "Deployment").
 image tag="accounts-api:latest" *args:
     #!/usr/bin/env sh
     set -eu
