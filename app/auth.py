@@ -71,6 +71,7 @@ def auth_middleware(settings: Settings, fast: Executor) -> DefineMiddleware:
     return DefineMiddleware(BearerAuthMiddleware, settings=settings, fast=fast)
 
 
-def requires_superuser(connection: ASGIConnection[Any, Caller, Any, Any], _: BaseRouteHandler) -> None:
+async def requires_superuser(connection: ASGIConnection[Any, Caller, Any, Any], _: BaseRouteHandler) -> None:
+    # async: Litestar runs a plain function guard in a worker thread, a hop on every superuser request.
     if not connection.user.is_superuser:
         raise PermissionDeniedException(NOT_ENOUGH_PRIVILEGES)

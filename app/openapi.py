@@ -139,8 +139,7 @@ def openapi_fixups(app: Litestar) -> None:
                 if operation.request_body is not None or operation.parameters:
                     responses["422"] = _UNPROCESSABLE
                 authenticated = not handler.opt.get(EXCLUDE_FROM_AUTH)
-                # The guards as declared: resolve_guards() wraps a sync guard, so it never equals requires_superuser.
-                superuser_only = any(requires_superuser in (layer.guards or []) for layer in handler.ownership_layers)
+                superuser_only = requires_superuser in handler.resolve_guards()
                 _document_preceding_errors(responses, authenticated, superuser_only)
                 operation.responses = dict(sorted(responses.items()))
                 _exact_integer_bounds(operation, handler)
