@@ -121,9 +121,25 @@ def database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
         url = request.getfixturevalue("postgres_url")
     else:
         url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('sqlite') / 'test.db'}"
-    settings = make_settings(url)
-    prestart(sqlalchemy_config(settings), settings)  # as `just serve` does
+    prepare(url)
     return Database(url)
+
+
+def prepare(url: str) -> None:
+    """Migrate and create the first superuser, as `just serve` does before it serves."""
+    settings = make_settings(url)
+    prestart(sqlalchemy_config(settings), settings)
+
+
+@pytest.fixture
+def migrated_database() -> Iterator[str]:
+    """A fresh PostgreSQL database of the test's own, prepared as `just serve` prepares one; dropped afterwards."""
+    url = create_postgres_database()
+    try:
+        prepare(url)
+        yield url
+    finally:
+        drop_postgres_database(url)
 
 
 # ---------------------------------------------------------------- mail

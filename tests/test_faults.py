@@ -19,8 +19,6 @@ import httpx
 import pytest
 from sqlalchemy import make_url
 
-from app.cli import prestart
-from app.database import sqlalchemy_config
 from app.errors import DATABASE_UNAVAILABLE
 from tests.conftest import (
     ROOT,
@@ -30,8 +28,6 @@ from tests.conftest import (
     Database,
     LiveServer,
     create_app,
-    create_postgres_database,
-    drop_postgres_database,
     free_port,
     login,
     make_settings,
@@ -120,18 +116,6 @@ class ProxiedService:
     proxy: TcpProxy
     http: httpx.Client
     headers: dict[str, str]
-
-
-@pytest.fixture
-def migrated_database() -> Iterator[str]:
-    """A fresh PostgreSQL database, prepared as `just serve` prepares one; dropped afterwards."""
-    url = create_postgres_database()
-    try:
-        settings = make_settings(url)
-        prestart(sqlalchemy_config(settings), settings)  # as `just serve` does
-        yield url
-    finally:
-        drop_postgres_database(url)
 
 
 @pytest.fixture

@@ -37,8 +37,6 @@ import httpx
 import pytest
 import redis
 
-from app.cli import prestart
-from app.database import sqlalchemy_config
 from app.ratelimit import REDIS_RETRY_INTERVAL_S
 from db.identity import email_identity
 from tests.conftest import (
@@ -49,8 +47,6 @@ from tests.conftest import (
     LiveServer,
     create_account,
     create_app,
-    create_postgres_database,
-    drop_postgres_database,
     free_port,
     login,
     make_settings,
@@ -136,18 +132,6 @@ class Records(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.records.append(record)
-
-
-@pytest.fixture
-def migrated_database() -> Iterator[str]:
-    """A fresh PostgreSQL database, prepared as `just serve` prepares one; dropped afterwards."""
-    url = create_postgres_database()
-    try:
-        settings = make_settings(url)
-        prestart(sqlalchemy_config(settings), settings)  # as `just serve` does
-        yield url
-    finally:
-        drop_postgres_database(url)
 
 
 @pytest.fixture

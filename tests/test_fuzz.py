@@ -20,8 +20,6 @@ from typing import Any
 import httpx
 import pytest
 
-from app.cli import prestart
-from app.database import sqlalchemy_config
 from tests.conftest import (
     ENGINES,
     ROOT,
@@ -33,6 +31,7 @@ from tests.conftest import (
     drop_postgres_database,
     login,
     make_settings,
+    prepare,
 )
 
 
@@ -67,8 +66,8 @@ def fuzz_target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
     else:
         url = f"sqlite+aiosqlite:///{Path(tmp_path_factory.mktemp('fuzz')) / 'fuzz.db'}"
     try:
+        prepare(url)
         settings = make_settings(url)
-        prestart(sqlalchemy_config(settings), settings)  # as `just serve` does
         with LiveServer(create_app(settings)) as server, httpx.Client(base_url=server.url + "/api/v1") as http:
             headers = login(http, SUPERUSER_EMAIL, SUPERUSER_PASSWORD)
             superuser = Caller(

@@ -23,8 +23,6 @@ import httpx
 import pytest
 from sqlalchemy import make_url
 
-from app.cli import prestart
-from app.database import sqlalchemy_config
 from tests.conftest import (
     ROOT,
     SECRET_KEY,
@@ -35,7 +33,7 @@ from tests.conftest import (
     drop_postgres_database,
     free_port,
     login,
-    make_settings,
+    prepare,
 )
 
 REPLICAS = 3
@@ -154,9 +152,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     folder = tmp_path_factory.mktemp("replicas")
     processes: list[subprocess.Popen[bytes]] = []
     try:
-        settings = make_settings(url)
         # Once per release, as the migration job does, straight to PostgreSQL (DDL needs no pooler).
-        prestart(sqlalchemy_config(settings), settings)
+        prepare(url)
         pgbouncer_port = free_port()
         processes.append(start_pgbouncer(folder / "pgbouncer", pgbouncer_port, url))
         pooled = make_url(url).set(host="127.0.0.1", port=pgbouncer_port).render_as_string(hide_password=False)

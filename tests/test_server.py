@@ -17,9 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.cli import prestart
-from app.database import sqlalchemy_config
-from tests.conftest import ROOT, SECRET_KEY, LiveServer, create_app, free_port, make_settings
+from tests.conftest import ROOT, SECRET_KEY, LiveServer, create_app, free_port, make_settings, prepare
 
 HEALTH = "/api/v1/utils/health-check/"
 SMALL_HEAD = 4096
@@ -29,8 +27,7 @@ READ_TIMEOUT = 1.0
 @pytest.fixture(scope="module")
 def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('server') / 'app.db'}"
-    settings = make_settings(url)
-    prestart(sqlalchemy_config(settings), settings)  # as `just serve` does
+    prepare(url)
     return url
 
 
