@@ -60,14 +60,7 @@ class Caller(Struct, frozen=True):
     kept_token_digest: str | None
 
     def public(self) -> UserPublic:
-        return UserPublic(
-            email=self.email,
-            is_active=self.is_active,
-            is_superuser=self.is_superuser,
-            full_name=self.full_name,
-            id=self.id,
-            created_at=self.created_at,
-        )
+        return msgspec.convert(self, UserPublic, from_attributes=True)
 
 
 class UsersPublic(Struct):

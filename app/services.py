@@ -48,24 +48,12 @@ Visible = TypeVar("Visible", Item, ItemPublic)
 
 
 def user_public(user: User) -> UserPublic:
-    return UserPublic(
-        email=user.email,
-        is_active=user.is_active,
-        is_superuser=user.is_superuser,
-        full_name=user.full_name,
-        id=user.id,
-        created_at=user.created_at,
-    )
+    # Field by field from the model's attributes: a field added to the struct needs no edit here.
+    return msgspec.convert(user, UserPublic, from_attributes=True)
 
 
 def item_public(item: Item) -> ItemPublic:
-    return ItemPublic(
-        title=item.title,
-        description=item.description,
-        id=item.id,
-        owner_id=item.owner_id,
-        created_at=item.created_at,
-    )
+    return msgspec.convert(item, ItemPublic, from_attributes=True)
 
 
 _CALLER = columns(User, Caller)

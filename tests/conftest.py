@@ -4,6 +4,7 @@ file) migrated by the real migrations, and a real SMTP server receiving the mail
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import threading
@@ -234,6 +235,31 @@ class LiveServer:
         self.server.should_exit = True
         self.thread.join(timeout=20)
         self.sock.close()
+
+
+class Records(logging.Handler):
+    """Keeps every log record it is given (attach it to the logger a test watches)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def children_of(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (uvicorn's workers, say), from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
 
 
 @dataclass

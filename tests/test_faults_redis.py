@@ -45,6 +45,7 @@ from tests.conftest import (
     Account,
     Database,
     LiveServer,
+    Records,
     create_account,
     create_app,
     free_port,
@@ -123,15 +124,6 @@ class Service:
     database: Database
     namespace: str
     superuser: dict[str, str]
-
-
-class Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
 
 
 @pytest.fixture

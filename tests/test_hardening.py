@@ -18,7 +18,7 @@ from sqlalchemy.exc import DBAPIError
 from app import security
 from app.database import sqlalchemy_config
 from app.main import create_app
-from tests.conftest import Account, LiveServer, Served, login, make_settings, random_email
+from tests.conftest import Account, LiveServer, Records, Served, login, make_settings, random_email
 from tests.test_login import post_login
 
 UserFactory = Callable[..., Account]
@@ -185,15 +185,6 @@ def test_private_route_is_absent_outside_local(served: Served) -> None:
     with LiveServer(create_app(settings)) as server, httpx.Client(base_url=server.url + "/api/v1") as http:
         response = http.post("/private/users/", json={"email": random_email(), "password": "x" * 8, "full_name": "x"})
         assert response.status_code == 404
-
-
-class Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
 
 
 def test_an_unexpected_error_is_a_generic_500_and_logged_with_traceback(served: Served) -> None:

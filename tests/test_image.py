@@ -34,6 +34,7 @@ from tests.conftest import (
     ROOT,
     SUPERUSER_EMAIL,
     SUPERUSER_PASSWORD,
+    children_of,
     create_postgres_database,
     drop_postgres_database,
     free_port,
@@ -189,19 +190,6 @@ def wait_until_healthy(base: str, name: str, timeout: float = 60) -> None:
         assert state == "running", f"the container is {state}:\n{podman('logs', name).stderr}"
         assert time.monotonic() < deadline, f"not healthy within {timeout} s:\n{podman('logs', name).stderr}"
         time.sleep(0.2)
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
 
 
 def process_uid(pid: int) -> int:

@@ -16,6 +16,7 @@ from tests.conftest import (
     SUPERUSER_EMAIL,
     SUPERUSER_PASSWORD,
     Database,
+    children_of,
     create_postgres_database,
     drop_postgres_database,
     free_port,
@@ -28,19 +29,6 @@ def postgres_database() -> Iterator[Database]:
     url = create_postgres_database()
     yield Database(url)
     drop_postgres_database(url)
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
 
 
 def worker_processes(master: int) -> list[int]:
