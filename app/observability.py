@@ -60,6 +60,8 @@ def configure_logging(settings: Settings) -> None:
         logging.getLogger(name).handlers = []
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").disabled = True
+    # Audit events (app/audit.py) are kept whatever LOG_LEVEL says: a quieter log must not hide who did what.
+    logging.getLogger("app.audit").setLevel(min(logging.INFO, root.level))
     # Libraries' warnings (PyJWT's, SQLAlchemy's, ours about dev defaults) become log lines like any other,
     # instead of raw text on stderr beside the JSON lines.
     logging.captureWarnings(True)

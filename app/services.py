@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from uuid_utils.compat import uuid7
 
 from app import security
+from app.audit import AuditEvent, audit
 from app.errors import (
     EMAIL_TAKEN,
     INCORRECT_PASSWORD,
@@ -256,10 +257,14 @@ class UserService:
         fields["hashed_password"] = await security.hash_password(password)
         try:
             # id and created_at are set here, not by the database: no need to read the row back.
-            return user_public(await self.repository.add(User(**fields), auto_refresh=False))
+            created = await self.repository.add(User(**fields), auto_refresh=False)
         except DuplicateKeyError:
             # Lost a race with a concurrent request for the same email: the same answer as the check above.
             raise Rejected(duplicate_message) from None
+        audit(AuditEvent.USER_CREATED, user_id=created.id, actor_id=self._actor, is_superuser=created.is_superuser)
+        if created.is_superuser:
+            audit(AuditEvent.SUPERUSER_GRANTED, user_id=created.id, actor_id=self._actor)
+        return user_public(created)
 
     async def update(self, user_id: UUID, changes: dict[str, Any], not_found: str) -> UserPublic:
         user = await self._load(user_id, not_found)
@@ -278,8 +283,9 @@ class UserService:
         user = await self._load(self.caller.id, USER_NOT_FOUND)
         await self._apply(user, {"password": new}, keep_token_digest)
 
-    async def set_password(self, user: User, new_password: str) -> None:
-        await self._apply(user, {"password": new_password})
+    async def reset_password(self, user: User, new_password: str) -> None:
+        """A new password by a recovery link: every session ends."""
+        await self._apply(user, {"password": new_password}, reset=True)
 
     async def delete(self, user_id: UUID) -> None:
         """The user and, by the item->owner foreign key's cascade, their items."""
@@ -287,6 +293,7 @@ class UserService:
         if user.id == self.caller.id and user.is_superuser:
             raise Forbidden(SUPERUSER_SELF_DELETE)
         await self.repository.delete(user.id)
+        audit(AuditEvent.USER_DELETED, user_id=user.id, actor_id=self._actor)
 
     async def delete_me(self) -> None:
         await self.delete(self.caller.id)
@@ -297,26 +304,47 @@ class UserService:
             raise NotFound(not_found)
         return user
 
-    async def _apply(self, user: User, changes: dict[str, Any], keep_token_digest: str | None = None) -> User:
+    async def _apply(
+        self, user: User, changes: dict[str, Any], keep_token_digest: str | None = None, reset: bool = False
+    ) -> User:
         """Apply a partial update. A new password or a deactivation revokes the user's tokens, except, for a new
         password, the one named by `keep_token_digest` (the session that changed its own password)."""
         if "email" in changes and email_identity(changes["email"]) != user.email_key:
             existing = await self.get_by_email(changes["email"])
             if existing is not None and existing.id != user.id:
                 raise Conflict(EMAIL_TAKEN)
+        events: list[tuple[AuditEvent, dict[str, Any]]] = []
         if "password" in changes:
             changes["hashed_password"] = await security.hash_password(changes.pop("password"))
             user.token_version += 1
             user.kept_token_digest = keep_token_digest
+            events.append((AuditEvent.PASSWORD_RESET if reset else AuditEvent.PASSWORD_CHANGED, {}))
+            events.append((AuditEvent.TOKENS_REVOKED, {"reason": "password", "kept_one": bool(keep_token_digest)}))
         if changes.get("is_active") is False and user.is_active:
             user.token_version += 1
             user.kept_token_digest = None
+            events.append((AuditEvent.TOKENS_REVOKED, {"reason": "deactivated", "kept_one": False}))
+        if "is_superuser" in changes and changes["is_superuser"] != user.is_superuser:
+            granted = bool(changes["is_superuser"])
+            events.append((AuditEvent.SUPERUSER_GRANTED if granted else AuditEvent.SUPERUSER_REVOKED, {}))
+        fields = sorted(name for name, value in changes.items() if getattr(user, name) != value)
         for name, value in changes.items():
             setattr(user, name, value)
         try:
-            return await self.repository.update(user)
+            updated = await self.repository.update(user)
         except DuplicateKeyError:
             raise Conflict(EMAIL_TAKEN) from None
+        if not reset:
+            names = ["password" if name == "hashed_password" else name for name in fields]
+            audit(AuditEvent.USER_UPDATED, user_id=user.id, actor_id=self._actor, fields=names)
+        for event, details in events:
+            audit(event, user_id=user.id, actor_id=self._actor, **details)
+        return updated
+
+    @property
+    def _actor(self) -> UUID | None:
+        """Who acts: the signed-in caller, or nobody (signup, a recovery link)."""
+        return self._caller.id if self._caller is not None else None
 
 
 class ItemService:

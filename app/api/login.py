@@ -12,11 +12,12 @@ from litestar.params import Body, FromPath, JSONBody
 from litestar.utils.scope.state import ScopeState
 
 from app import emails, security
+from app.audit import AuditEvent, audit, email_domain
 from app.auth import EXCLUDE_FROM_AUTH, requires_superuser
 from app.config import Settings
 from app.errors import INACTIVE_USER, INCORRECT_LOGIN, INVALID_TOKEN, UNKNOWN_USERNAME, BadRequest
 from app.openapi import error_responses
-from app.ratelimit import Quota, RateLimiter
+from app.ratelimit import Quota, RateLimiter, TooManyRequests
 from app.schemas import Caller, LoginForm, Message, NewPassword, Token, UserPublic
 from app.services import UserService, provide_user_service
 from app.validation import reject_nul_characters
@@ -81,26 +82,35 @@ class LoginController(Controller):
         """OAuth2 password login: an access token for future requests."""
         # Every attempt is counted as a failure before the password is checked, and refunded when it was right:
         # concurrent guesses cannot all pass a check made before any of them is recorded.
-        attempt = await rate_limiter.reserve(
-            Quota(
-                f"login-fail:account:{email_identity(data.username)}",
-                settings.LOGIN_FAILURES_PER_ACCOUNT_PER_MINUTE,
-                MINUTE,
-            ),
-            Quota(
-                f"login-fail:client:{client_address(request)}", settings.LOGIN_FAILURES_PER_CLIENT_PER_MINUTE, MINUTE
-            ),
-        )
+        try:
+            attempt = await rate_limiter.reserve(
+                Quota(
+                    f"login-fail:account:{email_identity(data.username)}",
+                    settings.LOGIN_FAILURES_PER_ACCOUNT_PER_MINUTE,
+                    MINUTE,
+                ),
+                Quota(
+                    f"login-fail:client:{client_address(request)}",
+                    settings.LOGIN_FAILURES_PER_CLIENT_PER_MINUTE,
+                    MINUTE,
+                ),
+            )
+        except TooManyRequests:
+            audit(AuditEvent.LOGIN_LOCKED_OUT, email_domain=email_domain(data.username))
+            raise
         try:
             user = await users.authenticate(data.username, data.password)
         except Exception:
             await rate_limiter.refund(attempt)  # not a failed login: the service failed
             raise
         if user is None:
+            audit(AuditEvent.LOGIN_FAILED, email_domain=email_domain(data.username), reason="credentials")
             raise BadRequest(INCORRECT_LOGIN)
         await rate_limiter.refund(attempt)
         if not user.is_active:
+            audit(AuditEvent.LOGIN_FAILED, user_id=user.id, reason="inactive")
             raise BadRequest(INACTIVE_USER)
+        audit(AuditEvent.LOGIN_SUCCEEDED, user_id=user.id)
         expires = timedelta(minutes=settings.ACCESS_TOKEN_EXPIRE_MINUTES)
         return Token(
             access_token=security.create_access_token(user.id, user.token_version, settings.SECRET_KEY, expires)
@@ -157,7 +167,7 @@ class LoginController(Controller):
             raise BadRequest(INVALID_TOKEN)
         if not user.is_active:
             raise BadRequest(INACTIVE_USER)
-        await users.set_password(user, data.new_password)
+        await users.reset_password(user, data.new_password)
         return Message(message="Password updated successfully")
 
     @post(

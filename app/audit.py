@@ -1,0 +1,42 @@
+"""Audit events: one structured log line per security-relevant action, on the `app.audit` logger, named by a
+stable `event` (README "Audit events"). They name accounts by id; an address that names no known account is logged
+by its domain only. Never a password, token, hash or reset link."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+from uuid import UUID
+
+import structlog
+
+log = structlog.get_logger("app.audit")
+
+
+class AuditEvent(StrEnum):
+    LOGIN_SUCCEEDED = "login.succeeded"
+    LOGIN_FAILED = "login.failed"
+    LOGIN_LOCKED_OUT = "login.locked_out"
+    PASSWORD_CHANGED = "password.changed"
+    PASSWORD_RESET = "password.reset"
+    TOKENS_REVOKED = "tokens.revoked"
+    USER_CREATED = "user.created"
+    USER_UPDATED = "user.updated"
+    USER_DELETED = "user.deleted"
+    SUPERUSER_GRANTED = "superuser.granted"
+    SUPERUSER_REVOKED = "superuser.revoked"
+
+
+def audit(event: AuditEvent, *, user_id: UUID | None = None, actor_id: UUID | None = None, **fields: Any) -> None:
+    """`user_id`: the account acted on; `actor_id`: who acted (None for the account itself or nobody signed in)."""
+    log.info(
+        event.value,
+        audit=True,
+        subject_id=str(user_id) if user_id else None,
+        actor_id=str(actor_id) if actor_id else None,
+        **fields,
+    )
+
+
+def email_domain(address: str) -> str:
+    return address.rpartition("@")[2].strip().lower()
