@@ -124,8 +124,7 @@ class UserRepository(SQLAlchemyAsyncRepository[User]):
 
     @classmethod
     async def read_caller(cls, fast: Executor, user_id: UUID) -> Caller | None:
-        rows = await fast.rows(cls.CALLER, {"id": user_id})
-        return from_row(Caller, rows[0]) if rows else None
+        return await fast.first(Caller, cls.CALLER, {"id": user_id})
 
     @classmethod
     async def read_caller_with(
@@ -141,13 +140,11 @@ class UserRepository(SQLAlchemyAsyncRepository[User]):
 
     @classmethod
     async def read_public(cls, fast: Executor, user_id: UUID) -> UserPublic | None:
-        rows = await fast.rows(cls.PUBLIC, {"id": user_id})
-        return from_row(UserPublic, rows[0]) if rows else None
+        return await fast.first(UserPublic, cls.PUBLIC, {"id": user_id})
 
     @classmethod
     async def read_page(cls, fast: Executor, skip: int, limit: int) -> tuple[list[UserPublic], int]:
-        rows = await fast.rows(cls.PAGE, {"skip": skip, "limit": limit})
-        return [from_row(UserPublic, row) for row in rows], await fast.count(cls.COUNT, {})
+        return await fast.all(UserPublic, cls.PAGE, {"skip": skip, "limit": limit}), await fast.count(cls.COUNT, {})
 
 
 class ItemRepository(SQLAlchemyAsyncRepository[Item]):
@@ -176,8 +173,7 @@ class ItemRepository(SQLAlchemyAsyncRepository[Item]):
 
     @classmethod
     async def read_public(cls, fast: Executor, item_id: UUID) -> ItemPublic | None:
-        rows = await fast.rows(cls.PUBLIC, {"id": item_id})
-        return from_row(ItemPublic, rows[0]) if rows else None
+        return await fast.first(ItemPublic, cls.PUBLIC, {"id": item_id})
 
     @classmethod
     async def read_page(
@@ -185,8 +181,8 @@ class ItemRepository(SQLAlchemyAsyncRepository[Item]):
     ) -> tuple[list[ItemPublic], int]:
         """Newest first, with the total: one round trip for an owner's page that has rows, two otherwise."""
         if owner_id is None:
-            rows = await fast.rows(cls.PAGE, {"skip": skip, "limit": limit})
-            return [from_row(ItemPublic, row) for row in rows], await fast.count(cls.COUNT, {})
+            page = await fast.all(ItemPublic, cls.PAGE, {"skip": skip, "limit": limit})
+            return page, await fast.count(cls.COUNT, {})
         rows = await fast.rows(cls.OWN_PAGE, {"owner_id": owner_id, "skip": skip, "limit": limit})
         if rows:
             return [from_row(ItemPublic, row) for row in rows], int(rows[0]["total"])

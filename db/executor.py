@@ -115,6 +115,14 @@ class Executor:
             await connection.commit()
         return found
 
+    async def first(self, struct: type[S], statement: Statement, params: Mapping[str, Any]) -> S | None:
+        """The first row as `struct` (the statement selects its `columns`), or None."""
+        rows = await self.rows(statement, params)
+        return from_row(struct, rows[0]) if rows else None
+
+    async def all(self, struct: type[S], statement: Statement, params: Mapping[str, Any]) -> list[S]:
+        return [from_row(struct, row) for row in await self.rows(statement, params)]
+
     async def count(self, statement: Statement, params: Mapping[str, Any]) -> int:
         rows = await self.rows(statement, params)
         return int(next(iter(rows[0].values())))
