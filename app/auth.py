@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import structlog
 from litestar.connection import ASGIConnection
 from litestar.exceptions import (
     HTTPException,
@@ -19,6 +18,7 @@ from litestar.types import ASGIApp
 from app import security
 from app.config import Settings
 from app.errors import INACTIVE_USER, INVALID_CREDENTIALS, NOT_AUTHENTICATED, NOT_ENOUGH_PRIVILEGES, USER_NOT_FOUND
+from app.observability import bind_user
 from app.schemas import Caller
 from app.services import READ_WITH_CALLER, Found, ReadWithCaller, UserRepository
 from db.executor import Executor
@@ -63,7 +63,7 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
             # Revoked: issued before a password change or a deactivation (but for the session that changed
             # its own password).
             raise PermissionDeniedException(INVALID_CREDENTIALS)
-        structlog.contextvars.bind_contextvars(user_id=str(user.id))
+        bind_user(user.id)
         return AuthenticationResult(user=user, auth=access)
 
 

@@ -7,50 +7,79 @@ import re
 import secrets
 import sys
 import time
+from collections.abc import Callable
 from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
 from typing import Any
+from uuid import UUID
 
+import msgspec
 import sentry_sdk
 import structlog
-from litestar.datastructures import MutableScopeHeaders
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from structlog.typing import EventDict
 
 from app.config import Settings
 
-REQUEST_ID_HEADER = "x-request-id"
+REQUEST_ID_HEADER = b"x-request-id"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-access_log = structlog.get_logger("app.request")
+# Written by hand, not through structlog's chain: the one line every request costs (see LogLine).
+access_log = logging.getLogger("app.request")
+
+
+class LogLine(logging.Formatter):
+    """One line per record: structlog's event dict (the record's `msg`) or a library's message with the request's
+    context, plus level, logger name, time and any exception, rendered by `render`.
+
+    In place of structlog's ProcessorFormatter, which copies every record and runs a processor chain on it, and of
+    its JSONRenderer's `json.dumps`: the request line costs ~8 µs instead of ~27 (a loop of 30,000 lines)."""
+
+    def __init__(self, render: Callable[[EventDict], str]) -> None:
+        super().__init__()
+        self.render = render
+
+    def format(self, record: logging.LogRecord) -> str:
+        event: EventDict
+        if isinstance(record.msg, dict):
+            event = {**record.msg}
+        else:
+            event = add_request_context(None, "", {"event": record.getMessage()})
+            if record.exc_info:
+                event["exception"] = self.formatException(record.exc_info)
+        event["level"] = record.levelname.lower()
+        event["logger"] = record.name
+        event["timestamp"] = datetime.fromtimestamp(record.created, UTC).isoformat().replace("+00:00", "Z")
+        if "exc_info" in event:
+            event = structlog.processors.format_exc_info(None, "", event)
+        return self.render(event)
+
+
+_json = msgspec.json.Encoder(enc_hook=str)
+
+
+def json_line(event: EventDict) -> str:
+    return _json.encode(event).decode()
 
 
 def configure_logging(settings: Settings) -> None:
-    shared: list[Any] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.stdlib.add_log_level,
-        structlog.stdlib.add_logger_name,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-    ]
-    renderer: Any = (
-        structlog.processors.JSONRenderer() if settings.log_json else structlog.dev.ConsoleRenderer(colors=False)
-    )
+    console = structlog.dev.ConsoleRenderer(colors=False)
+    render = json_line if settings.log_json else partial(console, None, "")
     structlog.configure(
-        # Level filtering first: a line below LOG_LEVEL costs nothing else.
-        processors=[structlog.stdlib.filter_by_level, *shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        # Level filtering first: a line below LOG_LEVEL costs nothing else. LogLine adds level, logger and time.
+        processors=[
+            structlog.stdlib.filter_by_level,
+            add_request_context,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=shared,
-            processors=[
-                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                structlog.processors.format_exc_info,
-                renderer,
-            ],
-        )
-    )
+    handler.setFormatter(LogLine(render))
     # What no line of ours shows, and what every record would otherwise compute: the caller's file and line (a
     # walk up the stack), thread and process names. The logging HOWTO's own advice ("Optimization"); it halves the
     # cost of the request line (~40 to ~20 µs).
@@ -113,8 +142,36 @@ def masked_path(path: str) -> str:
     return _ADDRESS_LOCAL_PART.sub("***@", path) if "@" in path else path
 
 
-# The request id and start time of the request this task serves (uvicorn runs each request in a task of its own).
-_current_request: ContextVar[tuple[str, float] | None] = ContextVar("current_request", default=None)
+@dataclass(slots=True)
+class RequestContext:
+    """What every log line of a request carries, and when the request started."""
+
+    request_id: str
+    started: float
+    user_id: str | None = None
+
+
+# The request this task serves (uvicorn runs each request in a task of its own, with its own copy of the context).
+# One variable holding one object, rather than structlog's variable per bound key: set once per request, read by
+# every line.
+_current_request: ContextVar[RequestContext | None] = ContextVar("current_request", default=None)
+
+
+def add_request_context(_logger: Any, _name: str, event: EventDict) -> EventDict:
+    """A structlog processor (and LogLine's, for libraries' lines): the request id and user id of the request
+    being served, if any."""
+    current = _current_request.get()
+    if current is not None:
+        event.setdefault("request_id", current.request_id)
+        event.setdefault("user_id", current.user_id)
+    return event
+
+
+def bind_user(user_id: UUID) -> None:
+    """The authenticated caller, for the request's remaining log lines."""
+    current = _current_request.get()
+    if current is not None:
+        current.user_id = str(user_id)
 
 
 def request_logging(app: ASGIApp) -> ASGIApp:
@@ -123,11 +180,9 @@ def request_logging(app: ASGIApp) -> ASGIApp:
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == ScopeType.HTTP:
-            incoming = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), "")
+            incoming = next((v.decode("latin-1") for k, v in scope["headers"] if k == REQUEST_ID_HEADER), "")
             request_id = incoming if _VALID_REQUEST_ID.match(incoming) else secrets.token_hex(16)
-            _current_request.set((request_id, time.perf_counter()))
-            # No unbinding: each request runs in a task of its own, with its own copy of the context.
-            structlog.contextvars.bind_contextvars(request_id=request_id, user_id=None)
+            _current_request.set(RequestContext(request_id, time.perf_counter()))
         await app(scope, receive, send)
 
     return middleware
@@ -143,12 +198,17 @@ async def log_response(message: Message, scope: Scope) -> None:
     current = _current_request.get()
     if current is None:
         return  # no route matched, so no middleware ran: the 404 of an unknown path
-    request_id, started = current
-    MutableScopeHeaders.from_message(message)[REQUEST_ID_HEADER] = request_id
-    access_log.info(
-        "request",
-        method=scope.get("method"),
-        path=masked_path(scope["path"]),
-        status=message["status"],
-        duration_ms=round((time.perf_counter() - started) * 1000, 2),
-    )
+    # Appended to the raw list Litestar sends: no header object built for one header no handler sets.
+    message["headers"] = [*message.get("headers", ()), (REQUEST_ID_HEADER, current.request_id.encode())]
+    if access_log.isEnabledFor(logging.INFO):
+        access_log.info(
+            {
+                "event": "request",
+                "method": scope.get("method"),
+                "path": masked_path(scope["path"]),
+                "status": message["status"],
+                "duration_ms": round((time.perf_counter() - current.started) * 1000, 2),
+                "request_id": current.request_id,
+                "user_id": current.user_id,
+            }
+        )
