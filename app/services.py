@@ -2,25 +2,28 @@
 
 A repository owns its resource's statements: the ORM's (advanced-alchemy, on the request's session) and the fast
 ones (db/executor.py, each selecting the columns of the struct it returns). A service holds every rule of its
-resource once, is the one dependency of its handlers, and picks the path per method: a read answered with a
-response struct runs a fast statement; a change loads, checks and modifies the row through the ORM in the request's
-transaction (committed by advanced-alchemy on 2xx). The session is opened only by the ORM path: a request that
-needs none pays nothing for it."""
+resource once and is the one dependency of its handlers. Reads and changes of the API's routes are fast statements,
+one each: a change is one UPDATE/INSERT/DELETE … RETURNING, its rules checked on the row the caller's own statement
+read with it (ReadWithCaller), or enforced by the database (unique email, cascading delete). The ORM path, in the
+request's transaction (committed by advanced-alchemy on 2xx), is left to what needs the full row: finding an
+account by email for a login or a recovery link. The session is opened only by that path: a request that needs
+none pays nothing for it."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache, cached_property, partial
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic
 from uuid import UUID
 
 import msgspec
 from advanced_alchemy.exceptions import DuplicateKeyError
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from litestar import Request
-from sqlalchemy import Select, bindparam, func, insert, select
+from sqlalchemy import Label, Select, Update, bindparam, delete, func, insert, literal_column, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 from uuid_utils.compat import uuid7
 
 from app import security
@@ -45,16 +48,11 @@ from db.identity import email_identity
 from db.models import Base, Item, User, utc_now
 
 OpenSession = Callable[[], AsyncSession]
-Visible = TypeVar("Visible", Item, ItemPublic)
 
 
 def user_public(user: User) -> UserPublic:
     # Field by field from the model's attributes: a field added to the struct needs no edit here.
     return msgspec.convert(user, UserPublic, from_attributes=True)
-
-
-def item_public(item: Item) -> ItemPublic:
-    return msgspec.convert(item, ItemPublic, from_attributes=True)
 
 
 _CALLER = columns(User, Caller)
@@ -85,14 +83,16 @@ READ_WITH_CALLER = "read_with_caller"
 @cache
 def caller_with(model: type[Base], struct: type[msgspec.Struct]) -> Select[Any]:
     """The caller's statement, with the columns of `struct` from the `model` row named `row_id` (null if none).
-    Cached: the executor compiles each statement object once."""
+    Cached: the executor compiles each statement object once. The row's table is aliased, so the row may be
+    another user."""
+    row = aliased(model, name="target")
     return (
         select(
             *_CALLER,
-            model.id.label(_ROW_KEY),
-            *(column.label(_ROW_PREFIX + column.key) for column in columns(model, struct)),
+            row.id.label(_ROW_KEY),
+            *(getattr(row, column.key).label(_ROW_PREFIX + column.key) for column in columns(model, struct)),
         )
-        .outerjoin(model, model.id == bindparam("row_id"))
+        .outerjoin(row, row.id == bindparam("row_id"))
         .where(User.id == bindparam("id"))
     )
 
@@ -105,22 +105,55 @@ class Found(Generic[S]):
     row: S | None
 
 
+def _total(model: type[Base]) -> Label[int]:
+    """The table's row count as a column of each row of a page (computed once per statement, not per row)."""
+    return select(func.count()).select_from(model).scalar_subquery().label("total")
+
+
+def _assignments(names: tuple[str, ...]) -> dict[str, Any]:
+    """An UPDATE's SET clauses from parameters `new_<column>` (`_assigned`): in an UPDATE a bind parameter may not
+    bear its column's name."""
+    return {name: bindparam(f"new_{name}") for name in names}
+
+
+def _assigned(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {f"new_{name}": value for name, value in values.items()}
+
+
 class UserRepository(SQLAlchemyAsyncRepository[User]):
     """Users: the ORM's methods on the request's session, and the fast statements below. Those are classmethods on
-    the executor, not on the session: a request that only reads opens no session (and pays no commit for one)."""
+    the executor, not on the session: a request that needs no ORM opens no session (and pays no commit for one)."""
 
     model_type = User
 
     CALLER = select(*_CALLER).where(User.id == bindparam("id"))
     PUBLIC = select(*columns(User, UserPublic)).where(User.id == bindparam("id"))
-    # Newest first, with a separate count: a window count would read every row before the LIMIT.
+    # Newest first, each row with the total: a window count would read every row before the LIMIT.
     PAGE = (
-        select(*columns(User, UserPublic))
+        select(*columns(User, UserPublic), _total(User))
         .order_by(User.created_at.desc())
         .limit(bindparam("limit"))
         .offset(bindparam("skip"))
     )
     COUNT = select(func.count()).select_from(User)
+    INSERT = insert(User).values({column.key: bindparam(column.key) for column in User.__table__.columns})
+    DELETE = delete(User).where(User.id == bindparam("where_id")).returning(User.id)
+
+    @staticmethod
+    @cache
+    def update_statement(names: tuple[str, ...], revoke_tokens: bool) -> Update:
+        """UPDATE … RETURNING the public columns, setting `names`, and revoking the user's tokens in the same
+        statement (a version bump that no concurrent change can lose). One statement object per combination."""
+        assignments = _assignments(names)
+        if revoke_tokens:
+            # A literal, not a bound 1: the executor binds only the parameters a repository passes.
+            assignments["token_version"] = User.token_version + literal_column("1")
+        return (
+            update(User)
+            .where(User.id == bindparam("where_id"))
+            .values(assignments)
+            .returning(*columns(User, UserPublic))
+        )
 
     @classmethod
     async def read_caller(cls, fast: Executor, user_id: UUID) -> Caller | None:
@@ -144,7 +177,30 @@ class UserRepository(SQLAlchemyAsyncRepository[User]):
 
     @classmethod
     async def read_page(cls, fast: Executor, skip: int, limit: int) -> tuple[list[UserPublic], int]:
-        return await fast.all(UserPublic, cls.PAGE, {"skip": skip, "limit": limit}), await fast.count(cls.COUNT, {})
+        return await fast.page(UserPublic, cls.PAGE, cls.COUNT, {}, skip, limit)
+
+    @classmethod
+    async def insert(cls, fast: Executor, row: Mapping[str, Any]) -> None:
+        """A new user from every column's value (DuplicateKeyError if the email's identity is taken)."""
+        await fast.rows(cls.INSERT, row)
+
+    @classmethod
+    async def update_public(
+        cls, fast: Executor, user_id: UUID, values: Mapping[str, Any], revoke_tokens: bool = False
+    ) -> UserPublic | None:
+        """The user with `values` set, None if there is none; one statement (DuplicateKeyError if a new email's
+        identity is taken). A new email brings its identity along, as the ORM's validator does."""
+        if "email" in values:
+            values = {**values, "email_key": email_identity(values["email"])}
+        if not values and not revoke_tokens:
+            return await cls.read_public(fast, user_id)
+        statement = cls.update_statement(tuple(sorted(values)), revoke_tokens)
+        return await fast.first(UserPublic, statement, {"where_id": user_id, **_assigned(values)})
+
+    @classmethod
+    async def delete_by_id(cls, fast: Executor, user_id: UUID) -> bool:
+        """Whether there was such a user; their items go with them (the foreign key's ON DELETE CASCADE)."""
+        return bool(await fast.rows(cls.DELETE, {"where_id": user_id}))
 
 
 class ItemRepository(SQLAlchemyAsyncRepository[Item]):
@@ -155,8 +211,8 @@ class ItemRepository(SQLAlchemyAsyncRepository[Item]):
 
     _NEWEST_FIRST = (Item.created_at.desc(), Item.id.desc())
     PUBLIC = select(*columns(Item, ItemPublic)).where(Item.id == bindparam("id"))
-    # One owner's page carries its total (a window over the owner's index range); the unfiltered page of a
-    # superuser does not, since a window count would read the whole table before the LIMIT.
+    # One owner's page carries its total as a window over the owner's index range; the unfiltered page of a
+    # superuser the table's count (a window count would read the whole table before the LIMIT).
     OWN_PAGE = (
         select(*columns(Item, ItemPublic), func.count().over().label("total"))
         .where(Item.owner_id == bindparam("owner_id"))
@@ -166,10 +222,25 @@ class ItemRepository(SQLAlchemyAsyncRepository[Item]):
     )
     OWN_COUNT = select(func.count()).select_from(Item).where(Item.owner_id == bindparam("owner_id"))
     PAGE = (
-        select(*columns(Item, ItemPublic)).order_by(*_NEWEST_FIRST).limit(bindparam("limit")).offset(bindparam("skip"))
+        select(*columns(Item, ItemPublic), _total(Item))
+        .order_by(*_NEWEST_FIRST)
+        .limit(bindparam("limit"))
+        .offset(bindparam("skip"))
     )
     COUNT = select(func.count()).select_from(Item)
     INSERT = insert(Item).values({column.key: bindparam(column.key) for column in columns(Item, ItemPublic)})
+    DELETE = delete(Item).where(Item.id == bindparam("where_id")).returning(Item.id)
+
+    @staticmethod
+    @cache
+    def update_statement(names: tuple[str, ...]) -> Update:
+        """UPDATE … RETURNING the public columns, setting `names` (one statement object per combination)."""
+        return (
+            update(Item)
+            .where(Item.id == bindparam("where_id"))
+            .values(_assignments(names))
+            .returning(*columns(Item, ItemPublic))
+        )
 
     @classmethod
     async def read_public(cls, fast: Executor, item_id: UUID) -> ItemPublic | None:
@@ -179,28 +250,43 @@ class ItemRepository(SQLAlchemyAsyncRepository[Item]):
     async def read_page(
         cls, fast: Executor, owner_id: UUID | None, skip: int, limit: int
     ) -> tuple[list[ItemPublic], int]:
-        """Newest first, with the total: one round trip for an owner's page that has rows, two otherwise."""
+        """Newest first, with the total: one round trip for a page that has rows, two otherwise."""
         if owner_id is None:
-            page = await fast.all(ItemPublic, cls.PAGE, {"skip": skip, "limit": limit})
-            return page, await fast.count(cls.COUNT, {})
-        rows = await fast.rows(cls.OWN_PAGE, {"owner_id": owner_id, "skip": skip, "limit": limit})
-        if rows:
-            return [from_row(ItemPublic, row) for row in rows], int(rows[0]["total"])
-        total = await fast.count(cls.OWN_COUNT, {"owner_id": owner_id}) if skip or not limit else 0
-        return [], total
+            return await fast.page(ItemPublic, cls.PAGE, cls.COUNT, {}, skip, limit)
+        return await fast.page(ItemPublic, cls.OWN_PAGE, cls.OWN_COUNT, {"owner_id": owner_id}, skip, limit)
 
     @classmethod
     async def insert_public(cls, fast: Executor, item: ItemPublic) -> None:
         await fast.rows(cls.INSERT, {name: getattr(item, name) for name in ItemPublic.__struct_fields__})
 
+    @classmethod
+    async def update_public(cls, fast: Executor, item_id: UUID, values: Mapping[str, Any]) -> ItemPublic | None:
+        """The item with `values` set, None if there is none; one statement."""
+        if not values:
+            return await cls.read_public(fast, item_id)
+        statement = cls.update_statement(tuple(sorted(values)))
+        return await fast.first(ItemPublic, statement, {"where_id": item_id, **_assigned(values)})
+
+    @classmethod
+    async def delete_by_id(cls, fast: Executor, item_id: UUID) -> bool:
+        return bool(await fast.rows(cls.DELETE, {"where_id": item_id}))
+
 
 class UserService:
-    """Accounts and credentials. `caller` is None on the routes that need no authentication (login, signup)."""
+    """Accounts and credentials. `caller` is None on the routes that need no authentication (login, signup);
+    `found` is the user a route read with its caller (ReadWithCaller), if any."""
 
-    def __init__(self, caller: Caller | None, fast: Executor, open_session: OpenSession) -> None:
+    def __init__(
+        self,
+        caller: Caller | None,
+        fast: Executor,
+        open_session: OpenSession,
+        found: Found[UserPublic] | None = None,
+    ) -> None:
         self._caller = caller
         self.fast = fast
         self.open_session = open_session
+        self.found = found
 
     @cached_property
     def repository(self) -> UserRepository:
@@ -246,28 +332,43 @@ class UserService:
         return user
 
     async def create_account(self, fields: dict[str, Any], duplicate_message: str) -> UserPublic:
-        email = str(fields["email"])
-        if await self.get_by_email(email) is not None:
-            raise Rejected(duplicate_message)
-        password = fields.pop("password")
-        fields["hashed_password"] = await security.hash_password(password)
+        """One INSERT; an email whose identity is taken is refused by the unique index (also when a concurrent
+        request took it a moment before), after the same hash work as a new one."""
+        hashed_password = await security.hash_password(fields.pop("password"))
+        row = {
+            "id": uuid7(),
+            "created_at": utc_now(),
+            "is_active": True,
+            "is_superuser": False,
+            "full_name": None,
+            **fields,
+            "email_key": email_identity(fields["email"]),
+            "hashed_password": hashed_password,
+            "token_version": 0,
+            "kept_token_digest": None,
+        }
         try:
-            # id and created_at are set here, not by the database: no need to read the row back.
-            created = await self.repository.add(User(**fields), auto_refresh=False)
+            await UserRepository.insert(self.fast, row)
         except DuplicateKeyError:
-            # Lost a race with a concurrent request for the same email: the same answer as the check above.
             raise Rejected(duplicate_message) from None
+        created = from_row(UserPublic, row)
         audit(AuditEvent.USER_CREATED, user_id=created.id, actor_id=self._actor, is_superuser=created.is_superuser)
         if created.is_superuser:
             audit(AuditEvent.SUPERUSER_GRANTED, user_id=created.id, actor_id=self._actor)
-        return user_public(created)
+        return created
 
     async def update(self, user_id: UUID, changes: dict[str, Any], not_found: str) -> UserPublic:
-        user = await self._load(user_id, not_found)
-        return user_public(await self._apply(user, changes))
+        """By a superuser; the user as it was comes from the caller's own statement (ReadWithCaller)."""
+        if self.found is not None and self.found.row_id == user_id:
+            before = self.found.row
+        else:
+            before = await UserRepository.read_public(self.fast, user_id)
+        if before is None:
+            raise NotFound(not_found)
+        return await self._apply(before, changes)
 
     async def update_me(self, changes: dict[str, Any]) -> UserPublic:
-        return await self.update(self.caller.id, changes, USER_NOT_FOUND)
+        return await self._apply(self.caller.public(), changes)
 
     async def change_own_password(self, current: str, new: str, keep_token_digest: str) -> None:
         """The caller's other sessions end; the token named by `keep_token_digest` stays valid."""
@@ -276,65 +377,56 @@ class UserService:
             raise Rejected(INCORRECT_PASSWORD)
         if current == new:
             raise Rejected(SAME_PASSWORD)
-        user = await self._load(self.caller.id, USER_NOT_FOUND)
-        await self._apply(user, {"password": new}, keep_token_digest)
+        await self._apply(self.caller.public(), {"password": new}, keep_token_digest)
 
     async def reset_password(self, user: User, new_password: str) -> None:
         """A new password by a recovery link: every session ends."""
-        await self._apply(user, {"password": new_password}, reset=True)
+        await self._apply(user_public(user), {"password": new_password}, reset=True)
 
     async def delete(self, user_id: UUID) -> None:
         """The user and, by the item->owner foreign key's cascade, their items."""
-        user = await self._load(user_id, USER_NOT_FOUND)
-        if user.id == self.caller.id and user.is_superuser:
+        if user_id == self.caller.id and self.caller.is_superuser:
             raise Forbidden(SUPERUSER_SELF_DELETE)
-        await self.repository.delete(user.id)
-        audit(AuditEvent.USER_DELETED, user_id=user.id, actor_id=self._actor)
+        if not await UserRepository.delete_by_id(self.fast, user_id):
+            raise NotFound(USER_NOT_FOUND)
+        audit(AuditEvent.USER_DELETED, user_id=user_id, actor_id=self._actor)
 
     async def delete_me(self) -> None:
         await self.delete(self.caller.id)
 
-    async def _load(self, user_id: UUID, not_found: str) -> User:
-        user = await self.repository.get_one_or_none(User.id == user_id)
-        if user is None:
-            raise NotFound(not_found)
-        return user
-
     async def _apply(
-        self, user: User, changes: dict[str, Any], keep_token_digest: str | None = None, reset: bool = False
-    ) -> User:
-        """Apply a partial update. A new password or a deactivation revokes the user's tokens, except, for a new
-        password, the one named by `keep_token_digest` (the session that changed its own password)."""
-        if "email" in changes and email_identity(changes["email"]) != user.email_key:
-            existing = await self.get_by_email(changes["email"])
-            if existing is not None and existing.id != user.id:
-                raise Conflict(EMAIL_TAKEN)
+        self, before: UserPublic, changes: dict[str, Any], keep_token_digest: str | None = None, reset: bool = False
+    ) -> UserPublic:
+        """A partial update of the user who was `before`, in one statement. A new password or a deactivation
+        revokes the user's tokens, except, for a new password, the one named by `keep_token_digest` (the session
+        that changed its own password)."""
+        values = dict(changes)
+        revoke_tokens = False
         events: list[tuple[AuditEvent, dict[str, Any]]] = []
-        if "password" in changes:
-            changes["hashed_password"] = await security.hash_password(changes.pop("password"))
-            user.token_version += 1
-            user.kept_token_digest = keep_token_digest
+        if "password" in values:
+            values["hashed_password"] = await security.hash_password(values.pop("password"))
+            values["kept_token_digest"] = keep_token_digest
+            revoke_tokens = True
             events.append((AuditEvent.PASSWORD_RESET if reset else AuditEvent.PASSWORD_CHANGED, {}))
             events.append((AuditEvent.TOKENS_REVOKED, {"reason": "password", "kept_one": bool(keep_token_digest)}))
-        if changes.get("is_active") is False and user.is_active:
-            user.token_version += 1
-            user.kept_token_digest = None
+        if values.get("is_active") is False and before.is_active:
+            values["kept_token_digest"] = None
+            revoke_tokens = True
             events.append((AuditEvent.TOKENS_REVOKED, {"reason": "deactivated", "kept_one": False}))
-        if "is_superuser" in changes and changes["is_superuser"] != user.is_superuser:
-            granted = bool(changes["is_superuser"])
+        if "is_superuser" in values and values["is_superuser"] != before.is_superuser:
+            granted = bool(values["is_superuser"])
             events.append((AuditEvent.SUPERUSER_GRANTED if granted else AuditEvent.SUPERUSER_REVOKED, {}))
-        fields = sorted(name for name, value in changes.items() if getattr(user, name) != value)
-        for name, value in changes.items():
-            setattr(user, name, value)
         try:
-            updated = await self.repository.update(user)
+            updated = await UserRepository.update_public(self.fast, before.id, values, revoke_tokens)
         except DuplicateKeyError:
             raise Conflict(EMAIL_TAKEN) from None
+        if updated is None:
+            raise NotFound(USER_NOT_FOUND)  # deleted since it was read
         if not reset:
-            names = ["password" if name == "hashed_password" else name for name in fields]
-            audit(AuditEvent.USER_UPDATED, user_id=user.id, actor_id=self._actor, fields=names)
+            fields = sorted(name for name, value in changes.items() if getattr(before, name, None) != value)
+            audit(AuditEvent.USER_UPDATED, user_id=before.id, actor_id=self._actor, fields=fields)
         for event, details in events:
-            audit(event, user_id=user.id, actor_id=self._actor, **details)
+            audit(event, user_id=before.id, actor_id=self._actor, **details)
         return updated
 
     @property
@@ -344,19 +436,13 @@ class UserService:
 
 
 class ItemService:
-    """Items of one caller: all of them for a superuser, their own otherwise (404 before 403)."""
+    """Items of one caller: all of them for a superuser, their own otherwise (404 before 403). `found` is the item
+    a route read with its caller (ReadWithCaller), if any."""
 
-    def __init__(
-        self, caller: Caller, fast: Executor, open_session: OpenSession, found: Found[ItemPublic] | None = None
-    ) -> None:
+    def __init__(self, caller: Caller, fast: Executor, found: Found[ItemPublic] | None = None) -> None:
         self.caller = caller
         self.fast = fast
-        self.open_session = open_session
         self.found = found
-
-    @cached_property
-    def repository(self) -> ItemRepository:
-        return ItemRepository(session=self.open_session())
 
     async def page(self, skip: int, limit: int) -> ItemsPublic:
         owner_id = None if self.caller.is_superuser else self.caller.id
@@ -378,18 +464,18 @@ class ItemService:
         return item
 
     async def update(self, item_id: UUID, changes: dict[str, Any]) -> ItemPublic:
-        item = await self._load(item_id)
-        for name, value in changes.items():
-            setattr(item, name, value)
-        return item_public(await self.repository.update(item))
+        await self.read(item_id)
+        updated = await ItemRepository.update_public(self.fast, item_id, changes)
+        if updated is None:
+            raise NotFound(ITEM_NOT_FOUND)  # deleted since it was read
+        return updated
 
     async def delete(self, item_id: UUID) -> None:
-        await self.repository.delete((await self._load(item_id)).id)
+        await self.read(item_id)
+        if not await ItemRepository.delete_by_id(self.fast, item_id):
+            raise NotFound(ITEM_NOT_FOUND)
 
-    async def _load(self, item_id: UUID) -> Item:
-        return self._visible(await self.repository.get_one_or_none(Item.id == item_id))
-
-    def _visible(self, item: Visible | None) -> Visible:
+    def _visible(self, item: ItemPublic | None) -> ItemPublic:
         """Existence first (404), then ownership (403)."""
         if item is None:
             raise NotFound(ITEM_NOT_FOUND)
@@ -399,12 +485,12 @@ class ItemService:
 
 
 def provide_user_service(request: Request[Any, Any, Any]) -> UserService:
-    return UserService(request.scope.get("user"), request.app.state.executor, _session_opener(request))
+    found = request.state.get(READ_WITH_CALLER)
+    return UserService(request.scope.get("user"), request.app.state.executor, _session_opener(request), found)
 
 
 def provide_item_service(request: Request[Caller, Any, Any]) -> ItemService:
-    found = request.state.get(READ_WITH_CALLER)
-    return ItemService(request.user, request.app.state.executor, _session_opener(request), found)
+    return ItemService(request.user, request.app.state.executor, request.state.get(READ_WITH_CALLER))
 
 
 def _session_opener(request: Request[Any, Any, Any]) -> OpenSession:

@@ -25,7 +25,7 @@ import uvicorn
 from aiosmtpd.controller import Controller
 from alembic.script import ScriptDirectory
 from litestar import Litestar
-from sqlalchemy import make_url, text
+from sqlalchemy import event, make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.pool import NullPool
 from uuid_utils.compat import uuid7
@@ -370,3 +370,42 @@ def user(new_account: Callable[..., Account]) -> Account:
 
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+# ---------------------------------------------------------------- statements sent
+
+
+Counted = tuple[httpx.Client, list[str]]
+
+
+@pytest.fixture
+def counted(served: Served) -> Iterator[Counted]:
+    """A client of a server of its own whose statements reaching the database are recorded: on PostgreSQL what
+    the driver sends from every pooled connection (the fast statements run on it), on SQLite what SQLAlchemy
+    executes (fast statements and the ORM's alike; so a route that would fall back on the ORM, whose prepared
+    statements asyncpg's logger does not see, still counts there)."""
+    app = create_app(make_settings(served.database.url))
+    statements: list[str] = []
+    engine = app.state.db_config.get_engine().sync_engine
+    if engine.dialect.driver == "asyncpg":
+
+        def log_queries(dbapi_connection: Any, _: Any) -> None:
+            dbapi_connection.driver_connection.add_query_logger(lambda query: statements.append(query.query))
+
+        event.listen(engine, "connect", log_queries)
+    else:
+        event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    with LiveServer(app) as server, httpx.Client(base_url=server.url + "/api/v1") as http:
+        yield http, statements
+
+
+def sent_by(
+    http: httpx.Client, statements: list[str], method: str, path: str, **kwargs: Any
+) -> tuple[httpx.Response, list[str]]:
+    """A request and the statements it sent. asyncpg calls query loggers soon after a statement, possibly after the
+    response: a request through the server's event loop (the health check reads nothing) lets them land."""
+    http.get("/utils/health-check/")
+    statements.clear()
+    response = http.request(method, path, **kwargs)
+    http.get("/utils/health-check/")
+    return response, list(statements)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from uuid import uuid4
 
 import pytest
-from sqlalchemy import Select
+from sqlalchemy import Select, Update
 
 from app.schemas import Caller, ItemPublic, UserPublic
 from app.services import ItemRepository, UserRepository, caller_with
@@ -20,6 +20,10 @@ def selected(statement: Select[object]) -> list[str]:
     return [column.key for column in statement.selected_columns]
 
 
+def returned(statement: Update) -> list[str]:
+    return [column.key for column in statement.exported_columns]
+
+
 def fields(struct: type[object]) -> list[str]:
     return list(struct.__struct_fields__)  # type: ignore[attr-defined]
 
@@ -27,11 +31,24 @@ def fields(struct: type[object]) -> list[str]:
 def test_each_fast_statement_selects_exactly_the_fields_of_the_struct_it_returns() -> None:
     assert selected(UserRepository.CALLER) == fields(Caller)
     assert selected(UserRepository.PUBLIC) == fields(UserPublic)
-    assert selected(UserRepository.PAGE) == fields(UserPublic)
+    assert selected(UserRepository.PAGE) == [*fields(UserPublic), "total"]
     assert selected(ItemRepository.PUBLIC) == fields(ItemPublic)
-    assert selected(ItemRepository.PAGE) == fields(ItemPublic)
+    assert selected(ItemRepository.PAGE) == [*fields(ItemPublic), "total"]
     assert selected(ItemRepository.OWN_PAGE) == [*fields(ItemPublic), "total"]
     assert sorted(ItemRepository.INSERT.compile().params) == sorted(fields(ItemPublic))
+    # An update answers with the struct it returns, whatever it sets.
+    assert returned(UserRepository.update_statement(("full_name",), True)) == fields(UserPublic)
+    assert returned(ItemRepository.update_statement(("description", "title"))) == fields(ItemPublic)
+
+
+def test_a_new_user_sets_every_column() -> None:
+    assert sorted(UserRepository.INSERT.compile().params) == sorted(User.__table__.columns.keys())
+
+
+def test_an_update_statement_is_built_once_per_set_of_columns() -> None:
+    """The executor compiles each statement object once."""
+    assert ItemRepository.update_statement(("title",)) is ItemRepository.update_statement(("title",))
+    assert UserRepository.update_statement(("email",), False) is not UserRepository.update_statement(("email",), True)
 
 
 def test_the_caller_read_with_an_item_selects_both_structs() -> None:

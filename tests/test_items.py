@@ -1,13 +1,12 @@
 """The items routes, row by row of the contract."""
 
 import uuid
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 
 import httpx
 import pytest
 
-from tests.conftest import Account, Served, login
+from tests.conftest import Account, Counted, login, sent_by
 
 UserFactory = Callable[..., Account]
 
@@ -173,55 +172,20 @@ def test_items_routes_need_a_token(client: httpx.Client) -> None:
         assert response.status_code == 401
 
 
-@pytest.fixture
-def counted(served: Served) -> Iterator[tuple[httpx.Client, list[str]]]:
-    """A client of a server of its own whose statements reaching the database are recorded."""
-    from sqlalchemy import event
-
-    from app.main import create_app
-    from tests.conftest import LiveServer, make_settings
-
-    app = create_app(make_settings(served.database.url))
-    statements: list[str] = []
-    engine = app.state.db_config.get_engine().sync_engine
-    if engine.dialect.driver == "asyncpg":
-        # The hot path runs on the driver: count what reaches PostgreSQL, from every pooled connection.
-        def log_queries(dbapi_connection: Any, _: Any) -> None:
-            dbapi_connection.driver_connection.add_query_logger(lambda query: statements.append(query.query))
-
-        event.listen(engine, "connect", log_queries)
-    else:
-        event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
-    with LiveServer(app) as server, httpx.Client(base_url=server.url + "/api/v1") as http:
-        yield http, statements
-
-
-def sent_by(http: httpx.Client, statements: list[str], path: str, **kwargs: Any) -> tuple[httpx.Response, list[str]]:
-    """A GET and the statements it sent. asyncpg calls query loggers soon after a statement, possibly after the
-    response: a request through the server's event loop (the health check reads nothing) lets them land."""
-    http.get("/utils/health-check/")
-    statements.clear()
-    response = http.get(path, **kwargs)
-    http.get("/utils/health-check/")
-    return response, list(statements)
-
-
-def test_listing_is_one_query_for_the_page_and_count(counted: tuple[httpx.Client, list[str]], user: Account) -> None:
+def test_listing_is_one_query_for_the_page_and_count(counted: Counted, user: Account) -> None:
     http, statements = counted
     for n in range(30):
         http.post("/items/", json={"title": f"row {n}"}, headers=user.headers)
-    response, sent = sent_by(http, statements, "/items/", params={"limit": 100}, headers=user.headers)
+    response, sent = sent_by(http, statements, "GET", "/items/", params={"limit": 100}, headers=user.headers)
     assert (len(response.json()["data"]), response.json()["count"]) == (30, 30)
     # One statement authenticates the caller, one reads the page with its total count: no BEGIN/COMMIT.
     assert len(sent) == 2, sent
-    response, sent = sent_by(http, statements, "/items/", params={"skip": 100}, headers=user.headers)
+    response, sent = sent_by(http, statements, "GET", "/items/", params={"skip": 100}, headers=user.headers)
     assert response.json() == {"data": [], "count": 30}
     assert len(sent) == 3, sent
 
 
-def test_reading_an_item_is_one_query_with_the_caller(
-    counted: tuple[httpx.Client, list[str]], new_account: UserFactory
-) -> None:
+def test_reading_an_item_is_one_query_with_the_caller(counted: Counted, new_account: UserFactory) -> None:
     http, statements = counted
     owner, stranger = new_account(), new_account()
     item = http.post("/items/", json={"title": "mine"}, headers=owner.headers).json()
@@ -230,7 +194,7 @@ def test_reading_an_item_is_one_query_with_the_caller(
         (stranger, f"/items/{item['id']}", 403),
         (owner, f"/items/{uuid.uuid4()}", 404),
     ):
-        response, sent = sent_by(http, statements, path, headers=account.headers)
+        response, sent = sent_by(http, statements, "GET", path, headers=account.headers)
         assert response.status_code == status
         assert len(sent) == 1, sent
 

@@ -17,6 +17,8 @@ Skip = Annotated[int, Parameter(ge=0, le=PAGE_MAX)]
 Limit = Annotated[int, Parameter(ge=0, le=PAGE_MAX)]
 # An item the caller may not see, or that is not there.
 ITEM_ERRORS = error_responses({403: [NOT_ENOUGH_PERMISSIONS], 404: [ITEM_NOT_FOUND]})
+# The item named by the path, read in the caller's own statement.
+WITH_ITEM = {READ_WITH_CALLER: ReadWithCaller(Item, ItemPublic, "id")}
 
 
 class ItemsController(Controller):
@@ -34,19 +36,19 @@ class ItemsController(Controller):
         """Create an item owned by the caller."""
         return await items.create(data)
 
-    @get("/{id:str}", opt={READ_WITH_CALLER: ReadWithCaller(Item, ItemPublic, "id")}, responses=ITEM_ERRORS)
+    @get("/{id:str}", opt=WITH_ITEM, responses=ITEM_ERRORS)
     async def read_item(self, items: NamedDependency[ItemService], id: FromPath[UUID]) -> ItemPublic:
         """One item, if the caller owns it or is a superuser."""
         return await items.read(id)
 
-    @put("/{id:str}", responses=ITEM_ERRORS)
+    @put("/{id:str}", opt=WITH_ITEM, responses=ITEM_ERRORS)
     async def update_item(
         self, items: NamedDependency[ItemService], id: FromPath[UUID], data: JSONBody[ItemUpdate]
     ) -> ItemPublic:
         """Partial update of title and description."""
         return await items.update(id, changes(data))
 
-    @delete("/{id:str}", status_code=200, responses=ITEM_ERRORS)
+    @delete("/{id:str}", status_code=200, opt=WITH_ITEM, responses=ITEM_ERRORS)
     async def delete_item(self, items: NamedDependency[ItemService], id: FromPath[UUID]) -> Message:
         """Delete an item."""
         await items.delete(id)

@@ -37,7 +37,8 @@ from app.schemas import (
     UserUpdateMe,
     changes,
 )
-from app.services import UserService, provide_user_service
+from app.services import READ_WITH_CALLER, ReadWithCaller, UserService, provide_user_service
+from db.models import User
 
 Skip = Annotated[int, Parameter(ge=0, le=PAGE_MAX)]
 Limit = Annotated[int, Parameter(ge=0, le=PAGE_MAX)]
@@ -128,6 +129,8 @@ class UsersController(Controller):
     @patch(
         "/{user_id:str}",
         guards=[requires_superuser],
+        # The user as they were (for the audit of what changed), read in the caller's own statement.
+        opt={READ_WITH_CALLER: ReadWithCaller(User, UserPublic, "user_id")},
         responses=error_responses({404: [UNKNOWN_USER_ID], 409: [EMAIL_TAKEN]}),
     )
     async def update_user(

@@ -1,0 +1,98 @@
+"""How many statements each route sends to the database, counted where they reach it (tests/conftest.py's
+`counted`), the same on PostgreSQL and SQLite. The caller's token is checked in the statement that reads the caller,
+and a route about one row reads that row in the same statement (ReadWithCaller); a change is then one INSERT,
+UPDATE or DELETE … RETURNING. No BEGIN or COMMIT: one statement needs no transaction around it."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+import pytest
+
+from tests.conftest import Account, Counted, Served, login, random_email, seed_account, sent_by
+
+UserFactory = Callable[..., Account]
+
+
+def test_reads(counted: Counted, served: Served, new_account: UserFactory) -> None:
+    http, statements = counted
+    admin = new_account(is_superuser=True)
+    user = new_account()
+    for method, path, headers, expected in (
+        ("GET", "/users/me", user.headers, 1),  # the caller is the answer
+        ("GET", f"/users/{user.id}", user.headers, 1),
+        ("GET", f"/users/{user.id}", admin.headers, 2),
+        ("GET", "/users/", admin.headers, 2),  # the caller, then the page with its total
+        ("GET", "/users/?skip=1000000", admin.headers, 3),  # an empty page counts the rows on its own
+        ("GET", "/items/", admin.headers, 2),
+    ):
+        response, sent = sent_by(http, statements, method, path, headers=headers)
+        assert response.status_code == 200, (path, response.text)
+        assert len(sent) == expected, (method, path, sent)
+
+
+@pytest.mark.parametrize(
+    ("method", "body", "status"),
+    [("PUT", {"title": "renamed"}, 200), ("DELETE", None, 200)],
+)
+def test_item_changes_are_one_statement_after_the_caller(
+    counted: Counted, new_account: UserFactory, method: str, body: dict[str, str] | None, status: int
+) -> None:
+    http, statements = counted
+    owner, stranger, admin = new_account(), new_account(), new_account(is_superuser=True)
+    item = http.post("/items/", json={"title": "mine"}, headers=owner.headers).json()
+    for account, item_id, expected_status, expected in (
+        (stranger, item["id"], 403, 1),  # the caller's statement read the item: refused without another
+        (owner, str(uuid.uuid4()), 404, 1),
+        (owner, item["id"], status, 2),
+    ):
+        response, sent = sent_by(http, statements, method, f"/items/{item_id}", json=body, headers=account.headers)
+        assert response.status_code == expected_status, response.text
+        assert len(sent) == expected, sent
+    other = http.post("/items/", json={"title": "another"}, headers=owner.headers).json()
+    response, sent = sent_by(http, statements, method, f"/items/{other['id']}", json=body, headers=admin.headers)
+    assert (response.status_code, len(sent)) == (status, 2), sent
+    response, sent = sent_by(http, statements, "POST", "/items/", json={"title": "new"}, headers=owner.headers)
+    assert (response.status_code, len(sent)) == (200, 2), sent
+
+
+def test_user_changes_are_one_statement_after_the_caller(
+    counted: Counted, served: Served, new_account: UserFactory
+) -> None:
+    http, statements = counted
+    admin = new_account(is_superuser=True)
+    user, other = new_account(), new_account()
+    password_change = {"current_password": user.password, "new_password": "another-good-password"}
+    for method, path, body, headers in (
+        ("PATCH", "/users/me", {"full_name": "New Name"}, user.headers),
+        ("PATCH", "/users/me", {"email": random_email()}, user.headers),
+        ("PATCH", f"/users/{other.id}", {"full_name": "By Admin", "is_active": False}, admin.headers),
+        ("PATCH", f"/users/{other.id}", {"password": "a-new-good-password"}, admin.headers),
+        ("POST", "/users/", {"email": random_email(), "password": "a-good-password"}, admin.headers),
+        ("PATCH", "/users/me/password", password_change, user.headers),
+        ("DELETE", f"/users/{other.id}", None, admin.headers),
+        ("DELETE", "/users/me", None, user.headers),
+    ):
+        response, sent = sent_by(http, statements, method, path, json=body, headers=headers)
+        assert response.status_code == 200, (path, response.text)
+        assert len(sent) == 2, (method, path, sent)
+    taken = seed_account(served)
+    response, sent = sent_by(http, statements, "PATCH", "/users/me", json={"email": taken.email}, headers=admin.headers)
+    assert (response.status_code, len(sent)) == (409, 2), sent  # the unique index refuses it: no lookup first
+    response, sent = sent_by(
+        http, statements, "PATCH", f"/users/{uuid.uuid4()}", json={"full_name": "x"}, headers=admin.headers
+    )
+    assert (response.status_code, len(sent)) == (404, 1), sent
+
+
+def test_signup_is_one_insert(counted: Counted) -> None:
+    http, statements = counted
+    email = random_email()
+    body = {"email": email, "password": "a-good-password"}
+    response, sent = sent_by(http, statements, "POST", "/users/signup", json=body)
+    assert (response.status_code, len(sent)) == (200, 1), sent
+    response, sent = sent_by(http, statements, "POST", "/users/signup", json=body)
+    assert response.status_code == 400
+    assert len(sent) == 1, sent
+    assert http.get("/users/me", headers=login(http, email, "a-good-password")).json()["email"] == email
