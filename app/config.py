@@ -68,6 +68,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     RECOVERY_PER_EMAIL_PER_HOUR: int = 3
     RECOVERY_PER_CLIENT_PER_HOUR: int = 30
     SIGNUP_PER_CLIENT_PER_HOUR: int = 0
+    # Prometheus metrics at /metrics (README "Operating"): off unless asked for, as they name routes and counts.
+    METRICS_ENABLED: bool = False
+    # Where uvicorn's worker processes keep their metric files (a folder per server start is made in it).
+    METRICS_DIR: str | None = None
+    BUILD_COMMIT: str | None = None
+    # OpenTelemetry traces, exported over OTLP/HTTP when the endpoint is set (the standard OTEL_* variable names;
+    # the exporter reads its other OTEL_EXPORTER_OTLP_* variables, headers say, itself).
+    OTEL_EXPORTER_OTLP_ENDPOINT: str | None = None
+    OTEL_SERVICE_NAME: str = "accounts-api"
 
     @property
     def database_url(self) -> str:

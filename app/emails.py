@@ -19,7 +19,9 @@ import msgspec
 import structlog
 from minijinja import Environment, Markup
 
+from app import tracing
 from app.config import Settings
+from app.metrics import count_email
 
 log = structlog.get_logger("app.emails")
 TEMPLATES = Path(__file__).resolve().parent / "templates" / "build"
@@ -30,6 +32,7 @@ class Email(msgspec.Struct, frozen=True):
     subject: str
     html: str
     text: str
+    kind: str = ""  # the template's name, for the metrics
 
 
 def _load(name: str) -> str | None:
@@ -53,6 +56,7 @@ def _render(template: str, subject: str, **context: object) -> Email:
         subject=subject,
         html=_env.render_template(f"{template}.html", **{key: _html_safe(value) for key, value in context.items()}),
         text=_env.render_template(f"{template}.txt", **context),
+        kind=template,
     )
 
 
@@ -112,28 +116,33 @@ async def send_email(settings: Settings, to: str, email: Email) -> None:
     the recipient's domain (never the full address) and a reason, and never raised."""
     domain = to.rpartition("@")[2]
     if not settings.emails_enabled:
+        count_email(email.kind, "not_configured")
         log.warning(
             "email not sent: mail is not configured", subject_kind=_kind(email.subject), recipient_domain=domain
         )
         return
+    smtp = {"server.address": settings.SMTP_HOST or "", "server.port": settings.SMTP_PORT, "email.kind": email.kind}
     try:
-        await aiosmtplib.send(
-            build_message(settings, to, email),
-            # The envelope is explicit, so the recipient is exactly `to`, whatever its header parses into.
-            sender=settings.EMAILS_FROM_EMAIL,
-            recipients=[to],
-            hostname=settings.SMTP_HOST,
-            port=settings.SMTP_PORT,
-            username=settings.SMTP_USER or None,
-            password=settings.SMTP_PASSWORD or None,
-            use_tls=settings.SMTP_SSL,
-            start_tls=settings.SMTP_TLS and not settings.SMTP_SSL,
-            timeout=SMTP_TIMEOUT_SECONDS,
-        )
+        with tracing.span("smtp send", smtp):
+            await aiosmtplib.send(
+                build_message(settings, to, email),
+                # The envelope is explicit, so the recipient is exactly `to`, whatever its header parses into.
+                sender=settings.EMAILS_FROM_EMAIL,
+                recipients=[to],
+                hostname=settings.SMTP_HOST,
+                port=settings.SMTP_PORT,
+                username=settings.SMTP_USER or None,
+                password=settings.SMTP_PASSWORD or None,
+                use_tls=settings.SMTP_SSL,
+                start_tls=settings.SMTP_TLS and not settings.SMTP_SSL,
+                timeout=SMTP_TIMEOUT_SECONDS,
+            )
     except Exception as exc:
         reason = f"{type(exc).__name__}: {exc}".replace(to, f"<recipient at {domain}>")[:300]
+        count_email(email.kind, "failed")
         log.warning("email not sent", subject_kind=_kind(email.subject), recipient_domain=domain, reason=reason)
         return
+    count_email(email.kind, "sent")
     log.info("email sent", subject_kind=_kind(email.subject), recipient_domain=domain)
 
 

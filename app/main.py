@@ -15,6 +15,7 @@ from litestar.openapi.plugins import RedocRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, OAuthFlow, OAuthFlows, SecurityScheme
 from litestar.routes import HTTPRoute
 from litestar.types import Message, Scope
+from opentelemetry.sdk.trace import TracerProvider
 
 from app.api.items import ItemsController
 from app.api.login import LoginController
@@ -26,10 +27,12 @@ from app.cli import AdminCLIPlugin
 from app.config import Settings, get_settings
 from app.database import sqlalchemy_config
 from app.errors import exception_handlers
+from app.metrics import Metrics, metrics_endpoint
 from app.observability import configure_logging, init_sentry, log_response, request_logging
 from app.openapi import SECURITY_SCHEME, openapi_fixups, operation_id
 from app.ratelimit import RateLimiter
 from app.schemas import Caller
+from app.tracing import Tracing, tracing_enabled
 from app.validation import reject_nul_characters
 from db.executor import Executor
 
@@ -92,7 +95,8 @@ def complete_allow_headers(app: Litestar) -> None:
             options(route.create_options_handler(route.path).fn)
 
 
-def create_app(settings: Settings | None = None) -> Litestar:
+def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvider | None = None) -> Litestar:
+    """`tracer_provider`: where spans go when tracing is on (the OTLP exporter otherwise; tests pass their own)."""
     settings = settings or get_settings()
     configure_logging(settings)
     init_sentry(settings)
@@ -100,6 +104,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
     fast = Executor(db_config.get_engine())
     # Shared by every worker and replica through Redis when configured; per process otherwise.
     rate_limiter = RateLimiter(settings.REDIS_URL, settings.REDIS_NAMESPACE, enabled=settings.RATE_LIMIT_ENABLED)
+    # Off by default, and then nothing of them is installed (README "Operating").
+    metrics = Metrics(settings, db_config.get_engine(), rate_limiter) if settings.METRICS_ENABLED else None
+    tracing = Tracing(settings, tracer_provider) if tracing_enabled(settings) else None
+    if tracing is not None:
+        tracing.instrument(db_config.get_engine(), fast)
 
     controllers: list[Any] = [LoginController, UsersController, ItemsController, UtilsController]
     if settings.ENVIRONMENT == "local":
@@ -107,15 +116,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
     api = Router(path=settings.API_V1_STR, route_handlers=controllers)
 
     app = Litestar(
-        route_handlers=[api, openapi_json, redoc],
-        plugins=[SQLAlchemyPlugin(config=db_config), AdminCLIPlugin()],
+        route_handlers=[api, openapi_json, redoc, *([metrics_endpoint(metrics)] if metrics else [])],
+        plugins=[SQLAlchemyPlugin(config=db_config), AdminCLIPlugin(), *([tracing.plugin] if tracing else [])],
         dependencies={
             "settings": Provide(lambda: settings, sync_to_thread=False, use_cache=True),
             "rate_limiter": Provide(lambda: rate_limiter, sync_to_thread=False, use_cache=True),
             "current_user": Provide(provide_current_user, sync_to_thread=False),
         },
-        middleware=[request_logging, auth_middleware(settings, fast)],
-        on_shutdown=[rate_limiter.close],
+        middleware=[request_logging, *([tracing.middleware] if tracing else []), auth_middleware(settings, fast)],
+        on_startup=[observer.start for observer in (metrics, tracing) if observer],
+        on_shutdown=[rate_limiter.close, *(observer.stop for observer in (metrics, tracing) if observer)],
         before_send=[preflight_ok, log_response],
         before_request=reject_nul_characters,
         exception_handlers=exception_handlers,
@@ -150,6 +160,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         debug=False,
     )
     complete_allow_headers(app)
+    if metrics is not None:  # outside routing, so that a path no route matches is counted too
+        app.asgi_handler = metrics.wrap(app.asgi_handler)
     app.state.settings = settings
     app.state.db_config = db_config
     app.state.executor = fast

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from functools import cache
 from typing import Any, TypeVar
 
@@ -79,6 +80,9 @@ class Executor:
         self.engine = engine
         self.native = engine.dialect.driver == "asyncpg"
         self._compiled: dict[int, tuple[str, tuple[str, ...]]] = {}
+        # A span per statement of the fast path on asyncpg, given its SQL, when the app traces (app/tracing.py);
+        # elsewhere SQLAlchemy's own instrumentation sees the statements.
+        self.span: Callable[[str], AbstractContextManager[Any]] | None = None
 
     def _sql(self, statement: Statement) -> tuple[str, tuple[str, ...]]:
         """The driver's SQL and the order of its parameters (statements here are module constants)."""
@@ -90,29 +94,10 @@ class Executor:
 
     async def rows(self, statement: Statement, params: Mapping[str, Any]) -> Sequence[Mapping[str, Any]]:
         if self.native:
-            sql, names = self._sql(statement)
-            pooled = await self.engine.raw_connection()
-            try:
-                rows: Sequence[Mapping[str, Any]] = await pooled.driver_connection.fetch(  # type: ignore[union-attr]
-                    sql, *(params[name] for name in names)
-                )
-            except _CONNECTION_LOST as exc:
-                # The pool's other connections are as old as this one and likely as dead: invalidate them all, as
-                # SQLAlchemy does on a disconnect it sees itself, so each is replaced when next checked out instead
-                # of failing a request of its own once the database is back.
-                await greenlet_spawn(self.engine.sync_engine.pool._invalidate, pooled, exc)
-                raise DatabaseUnavailable(type(exc).__name__) from exc
-            except asyncpg.PostgresError as exc:
-                await greenlet_spawn(pooled.close)  # the statement failed; its connection is fine
-                if isinstance(exc, asyncpg.UniqueViolationError):
-                    raise DuplicateKeyError(type(exc).__name__) from exc
-                raise
-            except BaseException:
-                # Cancelled mid-statement: the connection may be mid-protocol, so it is never handed out again.
-                await greenlet_spawn(pooled.invalidate)
-                raise
-            pooled.close()  # no transaction was opened, so returning it to the pool sends nothing
-            return rows
+            if self.span is not None:
+                with self.span(self._sql(statement)[0]):
+                    return await self._native_rows(statement, params)
+            return await self._native_rows(statement, params)
         async with self.engine.connect() as connection:
             try:
                 result = await connection.execute(statement, dict(params))
@@ -123,6 +108,31 @@ class Executor:
             found = [dict(row) for row in result.mappings()] if result.returns_rows else []
             await connection.commit()
         return found
+
+    async def _native_rows(self, statement: Statement, params: Mapping[str, Any]) -> Sequence[Mapping[str, Any]]:
+        sql, names = self._sql(statement)
+        pooled = await self.engine.raw_connection()
+        try:
+            rows: Sequence[Mapping[str, Any]] = await pooled.driver_connection.fetch(  # type: ignore[union-attr]
+                sql, *(params[name] for name in names)
+            )
+        except _CONNECTION_LOST as exc:
+            # The pool's other connections are as old as this one and likely as dead: invalidate them all, as
+            # SQLAlchemy does on a disconnect it sees itself, so each is replaced when next checked out instead
+            # of failing a request of its own once the database is back.
+            await greenlet_spawn(self.engine.sync_engine.pool._invalidate, pooled, exc)
+            raise DatabaseUnavailable(type(exc).__name__) from exc
+        except asyncpg.PostgresError as exc:
+            await greenlet_spawn(pooled.close)  # the statement failed; its connection is fine
+            if isinstance(exc, asyncpg.UniqueViolationError):
+                raise DuplicateKeyError(type(exc).__name__) from exc
+            raise
+        except BaseException:
+            # Cancelled mid-statement: the connection may be mid-protocol, so it is never handed out again.
+            await greenlet_spawn(pooled.invalidate)
+            raise
+        pooled.close()  # no transaction was opened, so returning it to the pool sends nothing
+        return rows
 
     async def first(self, struct: type[S], statement: Statement, params: Mapping[str, Any]) -> S | None:
         """The first row as `struct` (the statement selects its `columns`), or None."""

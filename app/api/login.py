@@ -16,6 +16,7 @@ from app.audit import AuditEvent, audit, email_domain
 from app.auth import EXCLUDE_FROM_AUTH, requires_superuser
 from app.config import Settings
 from app.errors import INACTIVE_USER, INCORRECT_LOGIN, INVALID_TOKEN, UNKNOWN_USERNAME, BadRequest
+from app.metrics import count_email, count_login
 from app.openapi import error_responses
 from app.ratelimit import Quota, RateLimiter, TooManyRequests
 from app.schemas import Caller, LoginForm, Message, NewPassword, Token, UserPublic
@@ -97,6 +98,7 @@ class LoginController(Controller):
             )
         except TooManyRequests:
             audit(AuditEvent.LOGIN_LOCKED_OUT, email_domain=email_domain(data.username))
+            count_login("refused")
             raise
         try:
             user = await users.authenticate(data.username, data.password)
@@ -105,12 +107,15 @@ class LoginController(Controller):
             raise
         if user is None:
             audit(AuditEvent.LOGIN_FAILED, email_domain=email_domain(data.username), reason="credentials")
+            count_login("failed")
             raise BadRequest(INCORRECT_LOGIN)
         await rate_limiter.refund(attempt)
         if not user.is_active:
             audit(AuditEvent.LOGIN_FAILED, user_id=user.id, reason="inactive")
+            count_login("failed")
             raise BadRequest(INACTIVE_USER)
         audit(AuditEvent.LOGIN_SUCCEEDED, user_id=user.id)
+        count_login("succeeded")
         expires = timedelta(minutes=settings.ACCESS_TOKEN_EXPIRE_MINUTES)
         return Token(
             access_token=security.create_access_token(user.id, user.token_version, settings.SECRET_KEY, expires)
@@ -146,6 +151,8 @@ class LoginController(Controller):
         background = (
             None if user is None else BackgroundTask(send_recovery_email, settings, user.email, user.hashed_password)
         )
+        if background is not None:
+            count_email("reset_password", "queued")
         return Response(Message(message=RECOVERY_SENT), background=background)
 
     @post(
