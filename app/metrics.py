@@ -2,8 +2,9 @@
 
 Requests are counted by an ASGI wrapper around the whole app (`Metrics.wrap`), outside routing, so that a path no
 route matches is counted too (as the route `unmatched`): by method, route *template* and status, with a latency
-histogram and the number in flight. The pool, the rate limiter's Redis fallback and the build are sampled into
-gauges by each worker every `SAMPLE_INTERVAL_S` (and by the worker answering a scrape): nothing on the request path.
+histogram; ~5 µs a request with 2 workers (counter and histogram writes to the worker's file), ~3 µs in a single
+process. The requests in flight, the pool and the rate limiter's Redis fallback are sampled into gauges by each
+worker every `SAMPLE_INTERVAL_S` (and by the worker answering a scrape): nothing of them on the request path.
 Logins and mails are counted where they happen (`count_login`, `count_email`).
 
 uvicorn's `--workers` are processes, each counting its own requests. Under uvicorn's supervisor (a worker is a
@@ -52,7 +53,7 @@ from app.config import Settings
 log = structlog.get_logger("app.metrics")
 
 METRICS_PATH = "/metrics"
-SAMPLE_INTERVAL_S = 5.0
+SAMPLE_INTERVAL_S = 1.0
 MEDIA_TYPE = CONTENT_TYPE_LATEST.split("; charset")[0]  # Litestar adds the charset of text answers itself
 UNMATCHED = "unmatched"  # the route label of a request no route matched (never its raw path)
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -233,13 +234,16 @@ class Metrics:
         # (method, route, status) -> (counter, histogram) children: a label lookup costs more than the count.
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._sampler: asyncio.Task[None] | None = None
+        # Requests in flight in this worker, sampled into the gauge with the pool: an int costs nothing per request
+        # (the gauge itself, a write to the worker's file twice a request, would double the cost of the counting).
+        self._busy = [0]
         self.sample()
 
     # ------------------------------------------------------------ requests
 
     def wrap(self, app: ASGIApp) -> ASGIApp:
         """`app` (the Litestar app's ASGI handler, outside routing) with its HTTP requests counted."""
-        in_flight_inc, in_flight_dec = self.in_flight.inc, self.in_flight.dec
+        busy = self._busy
         children, child = self._children, self._child
         clock = time.perf_counter
 
@@ -256,11 +260,11 @@ class Metrics:
                     status = message["status"]
                 await send(message)
 
-            in_flight_inc()
+            busy[0] += 1
             try:
                 await app(scope, receive, send_status)
             finally:
-                in_flight_dec()
+                busy[0] -= 1
                 key = (scope["method"], scope.get("path_template") or UNMATCHED, status)
                 counter, histogram = children.get(key) or child(key)
                 counter.inc()
@@ -279,7 +283,8 @@ class Metrics:
     # ------------------------------------------------------------ gauges
 
     def sample(self) -> None:
-        """This worker's pool and rate limiter, into its gauges."""
+        """This worker's requests in flight, pool and rate limiter, into its gauges."""
+        self.in_flight.set(self._busy[0])
         pool: Any = self.engine.sync_engine.pool
         with contextlib.suppress(AttributeError, TypeError):  # pools without a size (SQLite's NullPool, say)
             self.pool_size.set(pool.size())
