@@ -4,6 +4,7 @@ answers them. Off by default; never in the OpenAPI document; no token needed."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -254,3 +255,51 @@ def test_metrics_are_off_by_default(served: Served) -> None:
     response = httpx.get(served.url + "/metrics")
     assert response.status_code == 404
     assert "http_requests_total" not in response.text
+
+
+# ---------------------------------------------------------------- the dashboard
+
+DASHBOARD = ROOT / "deploy" / "grafana" / "accounts-api.json"
+# PromQL's words that are not metric names: aggregations, functions (followed by "(") and keywords.
+PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless", "offset"}
+
+
+def metric_names(expression: str) -> set[str]:
+    """The metric names a PromQL expression selects: its words once strings, label matchers, ranges and
+    `by (...)` groupings are taken out, but for functions and aggregations (a word before "(") and keywords."""
+    expression = re.sub(r'"(?:[^"\\]|\\.)*"', " ", expression)
+    expression = re.sub(r"\{[^}]*\}|\[[^\]]*\]", " ", expression)
+    expression = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", expression)
+    names = set()
+    for word in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", expression):
+        if word[0] not in PROMQL_WORDS and not expression[word.end() :].lstrip().startswith("("):
+            names.add(word[0])
+    return names
+
+
+def test_metric_names_are_found_in_promql() -> None:
+    assert metric_names('histogram_quantile(0.95, sum by (le, route) (rate(a_bucket{job=~"$job"}[5m])))') == {
+        "a_bucket"
+    }
+    assert metric_names('sum(rate(b_total{status=~"5.."}[1m])) / sum(c)') == {"b_total", "c"}
+
+
+def test_the_dashboard_uses_only_metrics_the_app_exports_and_shows_each(two_workers: TwoWorkers) -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    expressions = [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])]
+    for variable in dashboard["templating"]["list"]:
+        if variable["type"] == "query":
+            expressions.append(variable["query"]["query"].removeprefix("label_values(").split(",")[0])
+    used = set().union(*(metric_names(expression) for expression in expressions))
+    # Scraped after traffic (the fixture's own requests and the other tests'), so every series exists.
+    httpx.get(two_workers.url + "/api/v1/utils/health-check/")
+    response = httpx.get(two_workers.url + "/metrics", timeout=10)
+    families = list(text_string_to_metric_families(response.text))
+    exported = {sample.name for family in families for sample in family.samples}
+    assert used, expressions
+    assert used <= exported, used - exported
+    # Every metric family the app exports has a panel.
+    suffixes = ("", "_total", "_bucket", "_count", "_sum")
+    unshown = {family.name for family in families if not any(family.name + end in used for end in suffixes)}
+    assert not unshown
+    assert len({panel["id"] for panel in dashboard["panels"]}) == len(dashboard["panels"])
