@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -26,6 +27,7 @@ from tests.conftest import (
     SECRET_KEY,
     SUPERUSER_EMAIL,
     SUPERUSER_PASSWORD,
+    LiveServer,
     Mailbox,
     Served,
     children_of,
@@ -303,3 +305,23 @@ def test_the_dashboard_uses_only_metrics_the_app_exports_and_shows_each(two_work
     unshown = {family.name for family in families if not any(family.name + end in used for end in suffixes)}
     assert not unshown
     assert len({panel["id"] for panel in dashboard["panels"]}) == len(dashboard["panels"])
+
+
+def test_the_redis_fallback_shows_while_redis_does_not_answer(served: Served) -> None:
+    """One process serving alone (metrics in memory), with a Redis that is not there: the first limited request
+    falls back to per-process limits, and the gauge says so."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        redis_url = f"redis://127.0.0.1:{closed.getsockname()[1]}/0"
+    settings = make_settings(
+        served.database.url, METRICS_ENABLED="true", RATE_LIMIT_ENABLED="true", REDIS_URL=redis_url
+    )
+    with LiveServer(create_app(settings)) as server:
+        assert value(scrape(server.url), "rate_limit_redis_fallback") == 0
+        response = httpx.post(
+            server.url + "/api/v1/login/access-token", data={"username": "nobody@example.com", "password": "wrong"}
+        )
+        assert response.status_code == 400
+        samples = scrape(server.url)
+        assert value(samples, "rate_limit_redis_fallback") == 1
+        assert value(samples, "logins_total", outcome="failed") == 1
