@@ -11,7 +11,9 @@ in batches; the exporter reads the other standard variables (`OTEL_EXPORTER_OTLP
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,6 +34,7 @@ from app.config import Settings
 from db.executor import Executor
 
 REQUEST_ID_ATTRIBUTE = "request.id"
+_ADDRESS_LOCAL_PART = re.compile(r"[^/@?&=]+@")
 
 # The tracer of this process's app, for the SMTP sends (None: tracing is off).
 _tracer: trace.Tracer | None = None
@@ -54,6 +57,19 @@ def span(name: str, attributes: dict[str, Any]) -> Iterator[None]:
 def _span_details(scope: Scope) -> tuple[str, dict[str, Any]]:
     """The server span's first name: the bare method. Routing has not run yet; `route_span` renames it."""
     return str(scope.get("method", "HTTP")), {}
+
+
+_URL_ATTRIBUTES = ("http.target", "http.url", "url.path", "url.full", "url.query")
+
+
+def _mask_addresses(span: trace.Span, scope: dict[str, Any]) -> None:
+    """The server span's URL attributes with the local part of any address hidden, as in the request log line
+    (`/password-recovery/***@example.com`)."""
+    found = getattr(span, "attributes", None) or {}
+    for key in _URL_ATTRIBUTES:
+        value = found.get(key)
+        if isinstance(value, str) and "@" in value:
+            span.set_attribute(key, _ADDRESS_LOCAL_PART.sub("***@", value))
 
 
 def route_span(app: ASGIApp) -> ASGIApp:
@@ -105,6 +121,7 @@ class Tracing:
                 tracer_provider=provider,
                 meter=NoOpMeter("app"),
                 scope_span_details_extractor=_span_details,
+                server_request_hook_handler=_mask_addresses,
                 exclude_spans=["receive", "send"],
             )
         )
@@ -139,4 +156,5 @@ class Tracing:
         global _tracer
         if _tracer is self.tracer:
             _tracer = None
-        self.provider.force_flush()
+        # What the batch holds, sent before the process ends; a collector that does not answer costs 2 s at most.
+        await asyncio.to_thread(self.provider.force_flush, 2000)
