@@ -149,6 +149,7 @@ class RequestContext:
     request_id: str
     started: float
     user_id: str | None = None
+    trace_id: str | None = None  # when tracing is on (app/tracing.py)
 
 
 # The request this task serves (uvicorn runs each request in a task of its own, with its own copy of the context).
@@ -164,7 +165,14 @@ def add_request_context(_logger: Any, _name: str, event: EventDict) -> EventDict
     if current is not None:
         event.setdefault("request_id", current.request_id)
         event.setdefault("user_id", current.user_id)
+        if current.trace_id is not None:
+            event.setdefault("trace_id", current.trace_id)
     return event
+
+
+def current_request() -> RequestContext | None:
+    """The log context of the request being served, if any."""
+    return _current_request.get()
 
 
 def bind_user(user_id: UUID) -> None:
@@ -201,14 +209,15 @@ async def log_response(message: Message, scope: Scope) -> None:
     # Appended to the raw list Litestar sends: no header object built for one header no handler sets.
     message["headers"] = [*message.get("headers", ()), (REQUEST_ID_HEADER, current.request_id.encode())]
     if access_log.isEnabledFor(logging.INFO):
-        access_log.info(
-            {
-                "event": "request",
-                "method": scope.get("method"),
-                "path": masked_path(scope["path"]),
-                "status": message["status"],
-                "duration_ms": round((time.perf_counter() - current.started) * 1000, 2),
-                "request_id": current.request_id,
-                "user_id": current.user_id,
-            }
-        )
+        line = {
+            "event": "request",
+            "method": scope.get("method"),
+            "path": masked_path(scope["path"]),
+            "status": message["status"],
+            "duration_ms": round((time.perf_counter() - current.started) * 1000, 2),
+            "request_id": current.request_id,
+            "user_id": current.user_id,
+        }
+        if current.trace_id is not None:
+            line["trace_id"] = current.trace_id
+        access_log.info(line)

@@ -17,7 +17,6 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-import structlog
 from litestar.middleware.base import DefineMiddleware
 from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
 from litestar.types import ASGIApp, Receive, Scope, Send
@@ -31,6 +30,7 @@ from opentelemetry.semconv.attributes.http_attributes import HTTP_ROUTE
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
+from app.observability import current_request
 from db.executor import Executor
 
 REQUEST_ID_ATTRIBUTE = "request.id"
@@ -83,10 +83,10 @@ def route_span(app: ASGIApp) -> ASGIApp:
             template = scope.get("path_template", "")
             current.update_name(f"{scope.get('method', 'HTTP')} {template}")
             current.set_attribute(HTTP_ROUTE, template)
-            request_id = structlog.contextvars.get_contextvars().get("request_id")
-            if request_id:
-                current.set_attribute(REQUEST_ID_ATTRIBUTE, request_id)
-            structlog.contextvars.bind_contextvars(trace_id=format(context.trace_id, "032x"))
+            request = current_request()
+            if request is not None:
+                current.set_attribute(REQUEST_ID_ATTRIBUTE, request.request_id)
+                request.trace_id = format(context.trace_id, "032x")
         await app(scope, receive, send)
 
     return middleware
