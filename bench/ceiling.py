@@ -1,16 +1,30 @@
-"""The ceiling: a minimal raw ASGI app on asyncpg + msgspec (no framework, no ORM, no auth) answering the
-benchmarked routes with the same SQL as the service. `bench/run.py` serves it with uvicorn next to the real
-service, so each scenario shows the service's throughput as a fraction of what this stack can do at most.
+"""The ceiling: a lean raw ASGI app on asyncpg + msgspec (no framework, no ORM, no auth) answering every benchmarked
+route with the SQL the service sends, or the honest minimum where the service sends more (an update is one
+`UPDATE … RETURNING` that checks ownership in its WHERE). `bench/run.py` serves it with uvicorn next to the real
+service (same worker count, uvloop, httptools), so each scenario shows the service's throughput as a fraction of
+what this stack can do at most.
 
-The caller is named by an `X-User-Id` header instead of a token. The database comes from `BENCH_CEILING_DSN`
-(a plain `postgresql://` DSN); the pool holds up to `BENCH_CEILING_POOL` connections per worker (default 20,
-the service's `DB_POOL_SIZE` plus its overflow).
+The caller is named by an `X-User-Id` header instead of a token, and trusted (superuser routes included): the
+ceiling reads no caller row. Password routes hash and verify with the service's argon2 parameters in one
+low-priority thread per worker, as app/security.py does.
+
+What keeps it lean (bench/RESULTS.md, "The ceiling"): a fixed-size pool whose connections are released without
+asyncpg's reset query (the service's pool sends nothing on release either), statements prepared once per
+connection (asyncpg's cache), rows turned into msgspec Structs positionally, one encoder, a Content-Length on every
+response (no chunked encoding).
+
+The database comes from `BENCH_CEILING_DSN` (a plain `postgresql://` DSN); the pool holds `BENCH_CEILING_POOL`
+connections per worker (default 20, the service's `DB_POOL_SIZE`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import os
+import threading
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
@@ -18,15 +32,51 @@ from uuid import UUID
 
 import asyncpg
 import msgspec
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from argon2.profiles import RFC_9106_LOW_MEMORY
+from msgspec import UNSET, UnsetType
 from uuid_utils.compat import uuid7
+
+from db.identity import email_identity
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+Answer = tuple[int, bytes]
 
 PREFIX = "/api/v1"
-USER_COLUMNS = "email, is_active, is_superuser, full_name, id, created_at"
-ITEM_COLUMNS = "title, description, id, owner_id, created_at"
+USERS = f"{PREFIX}/users"
+ITEMS = f"{PREFIX}/items"
+HEALTH = f"{PREFIX}/utils/health-check"
+USER_PUBLIC = '"user".email, "user".is_active, "user".is_superuser, "user".full_name, "user".id, "user".created_at'
+ITEM_PUBLIC = "item.title, item.description, item.id, item.owner_id, item.created_at"
+
+# The service's statements (app/services.py, as SQLAlchemy compiles them), and the minimal writes.
+SQL_USER_PUBLIC = f'SELECT {USER_PUBLIC} FROM "user" WHERE "user".id = $1::UUID'
+SQL_USERS_PAGE = f'SELECT {USER_PUBLIC} FROM "user" ORDER BY "user".created_at DESC LIMIT $1 OFFSET $2'
+SQL_USERS_COUNT = 'SELECT count(*) AS count_1 FROM "user"'
+SQL_USER_INSERT = (
+    'INSERT INTO "user" (id, email, email_key, is_active, is_superuser, full_name, hashed_password, token_version, '
+    "created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8)"
+)
+SQL_USER_HASH = 'SELECT "user".hashed_password FROM "user" WHERE "user".id = $1::UUID'
+SQL_USER_PASSWORD = (
+    'UPDATE "user" SET hashed_password = $2, token_version = token_version + 1, kept_token_digest = $3 '
+    'WHERE "user".id = $1::UUID'
+)
+SQL_ITEM = f"SELECT {ITEM_PUBLIC} FROM item WHERE item.id = $1::UUID"
+SQL_ITEMS_PAGE = (
+    f"SELECT {ITEM_PUBLIC}, count(*) OVER () AS total FROM item WHERE item.owner_id = $1::UUID "
+    "ORDER BY item.created_at DESC, item.id DESC LIMIT $2 OFFSET $3"
+)
+SQL_ITEMS_COUNT = "SELECT count(*) AS count_1 FROM item WHERE item.owner_id = $1::UUID"
+SQL_ITEM_INSERT = (
+    "INSERT INTO item (id, title, description, owner_id, created_at) "
+    "VALUES ($1::UUID, $2::VARCHAR, $3::VARCHAR, $4::UUID, $5::TIMESTAMP WITH TIME ZONE)"
+)
+SQL_ITEM_DELETE = "DELETE FROM item WHERE item.id = $1::UUID AND item.owner_id = $2::UUID RETURNING item.id"
+SQL_ITEM_OWNER = "SELECT item.owner_id FROM item WHERE item.id = $1::UUID"
 
 
 class UserPublic(msgspec.Struct):
@@ -36,6 +86,11 @@ class UserPublic(msgspec.Struct):
     full_name: str | None
     id: UUID
     created_at: datetime
+
+
+class UsersPublic(msgspec.Struct):
+    data: list[UserPublic]
+    count: int
 
 
 class ItemPublic(msgspec.Struct):
@@ -56,35 +111,117 @@ class ItemCreate(msgspec.Struct):
     description: str | None = None
 
 
+class ItemUpdate(msgspec.Struct, omit_defaults=True):
+    title: str | UnsetType = UNSET
+    description: str | UnsetType | None = UNSET
+
+
+class UserUpdate(msgspec.Struct, omit_defaults=True):
+    full_name: str | UnsetType | None = UNSET
+    is_active: bool | UnsetType = UNSET
+    is_superuser: bool | UnsetType = UNSET
+
+
+class UserCreate(msgspec.Struct, kw_only=True):
+    email: str
+    is_active: bool = True
+    is_superuser: bool = False
+    full_name: str | None = None
+    password: str
+
+
+class UpdatePassword(msgspec.Struct):
+    current_password: str
+    new_password: str
+
+
 class Detail(msgspec.Struct):
     detail: str
 
 
-encoder = msgspec.json.Encoder()
-item_create_decoder = msgspec.json.Decoder(ItemCreate)
-JSON_HEADERS = [(b"content-type", b"application/json")]
+class Message(msgspec.Struct):
+    message: str
+
+
+encode = msgspec.json.Encoder().encode
+decode_item_create = msgspec.json.Decoder(ItemCreate).decode
+decode_item_update = msgspec.json.Decoder(ItemUpdate).decode
+decode_user_update = msgspec.json.Decoder(UserUpdate).decode
+decode_user_create = msgspec.json.Decoder(UserCreate).decode
+decode_password = msgspec.json.Decoder(UpdatePassword).decode
+TRUE = b"true"
+ITEM_DELETED = encode(Message("Item deleted successfully"))
+PASSWORD_UPDATED = encode(Message("Password updated successfully"))
+NOT_FOUND = encode(Detail("Not Found"))
+
+# app/security.py's hashing: argon2id (RFC 9106 low memory), one thread per worker at nice 10.
+hasher = PasswordHasher.from_parameters(RFC_9106_LOW_MEMORY)
+
+
+def _lower_priority() -> None:
+    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+
+
+hash_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="password-hash", initializer=_lower_priority)
+
+
+def _verify(password: str, hashed: str) -> bool:
+    try:
+        return bool(hasher.verify(hashed, password))
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+async def hash_password(password: str) -> str:
+    return await asyncio.get_running_loop().run_in_executor(hash_pool, hasher.hash, password)
+
+
+async def verify_password(password: str, hashed: str) -> bool:
+    return await asyncio.get_running_loop().run_in_executor(hash_pool, _verify, password, hashed)
+
+
+async def _no_reset(connection: asyncpg.Connection) -> None:
+    """Released connections go back as they are: no `RESET ALL; CLOSE ALL; …` round trip (nothing here changes
+    session state; the service's pool sends nothing on release either)."""
+
+
+def header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None
 
 
 class Ceiling:
     def __init__(self) -> None:
         self.pool: asyncpg.Pool | None = None
+        self._item_updates: dict[tuple[str, ...], str] = {}
+        self._user_updates: dict[tuple[str, ...], str] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self.lifespan(receive, send)
             return
-        status, body = await self.handle(scope, receive)
-        await send({"type": "http.response.start", "status": status, "headers": JSON_HEADERS})
+        try:
+            status, body = await self.handle(scope, receive)
+        except (ValueError, msgspec.ValidationError, msgspec.DecodeError) as exc:
+            status, body = 422, encode(Detail(str(exc)))
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
     async def lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                size = int(os.environ.get("BENCH_CEILING_POOL", "20"))
                 self.pool = await asyncpg.create_pool(
                     os.environ["BENCH_CEILING_DSN"],
-                    min_size=2,
-                    max_size=int(os.environ.get("BENCH_CEILING_POOL", "20")),
+                    min_size=size,
+                    max_size=size,
+                    max_queries=2**62,  # never closed for having served many queries
+                    max_inactive_connection_lifetime=0,  # never closed for idling
+                    reset=_no_reset,
                 )
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
@@ -93,77 +230,190 @@ class Ceiling:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def handle(self, scope: Scope, receive: Receive) -> tuple[int, bytes]:
+    async def handle(self, scope: Scope, receive: Receive) -> Answer:
         method: str = scope["method"]
-        path: str = scope["path"].rstrip("/")
-        if path == f"{PREFIX}/utils/health-check":
-            return 200, b"true"
-        user_id = next((UUID(v.decode()) for k, v in scope["headers"] if k == b"x-user-id"), None)
-        if user_id is None:
-            return 401, encoder.encode(Detail("Not authenticated"))
-        if path == f"{PREFIX}/users/me" and method == "GET":
-            return await self.users_me(user_id)
-        if path == f"{PREFIX}/items":
-            if method == "GET":
-                query = dict(parse_qsl(scope["query_string"].decode()))
-                return await self.items_list(user_id, int(query.get("skip", 0)), int(query.get("limit", 100)))
-            if method == "POST":
-                return await self.item_create(user_id, await read_body(receive))
-        if path.startswith(f"{PREFIX}/items/") and method == "GET":
-            return await self.item_get(user_id, UUID(path.rsplit("/", 1)[1]))
-        return 404, encoder.encode(Detail("Not Found"))
+        path: str = scope["path"]
+        if path[-1] == "/":
+            path = path[:-1]
+        if path == HEALTH:
+            return 200, TRUE
+        raw_user = header(scope, b"x-user-id")
+        if raw_user is None:
+            return 401, encode(Detail("Not authenticated"))
+        user_id = UUID(raw_user.decode())
+        if path.startswith(ITEMS):
+            if path == ITEMS:
+                if method == "GET":
+                    skip, limit = page_params(scope)
+                    return await self.items_list(user_id, skip, limit)
+                if method == "POST":
+                    return await self.item_create(user_id, await read_body(receive))
+            else:
+                item_id = UUID(path[len(ITEMS) + 1 :])
+                if method == "GET":
+                    return await self.item_get(user_id, item_id)
+                if method == "PUT":
+                    return await self.item_update(user_id, item_id, await read_body(receive))
+                if method == "DELETE":
+                    return await self.item_delete(user_id, item_id)
+        elif path.startswith(USERS):
+            if path == USERS:
+                if method == "GET":
+                    return await self.users_list(*page_params(scope))
+                if method == "POST":
+                    return await self.user_create(await read_body(receive))
+            elif path == f"{USERS}/me":
+                if method == "GET":
+                    return await self.user_get(user_id)
+                if method == "PATCH":
+                    return await self.user_update(user_id, await read_body(receive))
+            elif path == f"{USERS}/me/password" and method == "PATCH":
+                return await self.password_change(scope, user_id, await read_body(receive))
+            elif method == "PATCH":
+                return await self.user_update(UUID(path[len(USERS) + 1 :]), await read_body(receive))
+        return 404, NOT_FOUND
 
-    async def users_me(self, user_id: UUID) -> tuple[int, bytes]:
+    # ------------------------------------------------------------ users
+
+    async def user_get(self, user_id: UUID) -> Answer:
         assert self.pool is not None
-        row = await self.pool.fetchrow(f'SELECT {USER_COLUMNS} FROM "user" WHERE id = $1', user_id)
+        row = await self.pool.fetchrow(SQL_USER_PUBLIC, user_id)
         if row is None:
-            return 404, encoder.encode(Detail("User not found"))
-        return 200, encoder.encode(UserPublic(*row))
+            return 404, encode(Detail("User not found"))
+        return 200, encode(UserPublic(*row))
 
-    async def items_list(self, user_id: UUID, skip: int, limit: int) -> tuple[int, bytes]:
+    async def users_list(self, skip: int, limit: int) -> Answer:
         assert self.pool is not None
-        rows = await self.pool.fetch(
-            f"SELECT {ITEM_COLUMNS}, count(*) OVER () FROM item WHERE owner_id = $1 "
-            "ORDER BY created_at DESC LIMIT $2 OFFSET $3",
-            user_id,
-            limit,
-            skip,
-        )
+        async with self.pool.acquire() as connection:
+            rows = await connection.fetch(SQL_USERS_PAGE, limit, skip)
+            count = await connection.fetchval(SQL_USERS_COUNT)
+        return 200, encode(UsersPublic([UserPublic(*row) for row in rows], count))
+
+    async def user_create(self, body: bytes) -> Answer:
+        assert self.pool is not None
+        data = decode_user_create(body)
+        hashed = await hash_password(data.password)
+        user = UserPublic(data.email, data.is_active, data.is_superuser, data.full_name, uuid7(), datetime.now(UTC))
+        try:
+            await self.pool.execute(
+                SQL_USER_INSERT,
+                user.id,
+                user.email,
+                email_identity(user.email),
+                user.is_active,
+                user.is_superuser,
+                user.full_name,
+                hashed,
+                user.created_at,
+            )
+        except asyncpg.UniqueViolationError:
+            return 400, encode(Detail("The user with this email already exists in the system."))
+        return 200, encode(user)
+
+    async def user_update(self, user_id: UUID, body: bytes) -> Answer:
+        """PATCH /users/me and /users/{id}: one UPDATE … RETURNING of the fields the body sets."""
+        assert self.pool is not None
+        changes = msgspec.structs.asdict(decode_user_update(body))
+        names = tuple(name for name, value in changes.items() if value is not UNSET)
+        if not names:
+            return await self.user_get(user_id)
+        sql = self._user_updates.get(names)
+        if sql is None:
+            assignments = ", ".join(f"{name} = ${n}" for n, name in enumerate(names, 2))
+            sql = f'UPDATE "user" SET {assignments} WHERE "user".id = $1::UUID RETURNING {USER_PUBLIC}'
+            self._user_updates[names] = sql
+        row = await self.pool.fetchrow(sql, user_id, *(changes[name] for name in names))
+        if row is None:
+            return 404, encode(Detail("User not found"))
+        return 200, encode(UserPublic(*row))
+
+    async def password_change(self, scope: Scope, user_id: UUID, body: bytes) -> Answer:
+        assert self.pool is not None
+        data = decode_password(body)
+        hashed = await self.pool.fetchval(SQL_USER_HASH, user_id)
+        if hashed is None:
+            return 404, encode(Detail("User not found"))
+        if not await verify_password(data.current_password, hashed):
+            return 400, encode(Detail("Incorrect password"))
+        if data.current_password == data.new_password:
+            return 400, encode(Detail("New password cannot be the same as the current one"))
+        token = (header(scope, b"authorization") or b"").partition(b" ")[2].strip()
+        kept = hashlib.sha256(token).hexdigest() if token else None
+        await self.pool.execute(SQL_USER_PASSWORD, user_id, await hash_password(data.new_password), kept)
+        return 200, PASSWORD_UPDATED
+
+    # ------------------------------------------------------------ items
+
+    async def items_list(self, user_id: UUID, skip: int, limit: int) -> Answer:
+        assert self.pool is not None
+        rows = await self.pool.fetch(SQL_ITEMS_PAGE, user_id, limit, skip)
         if rows:
             count = rows[0][5]
+        elif skip or not limit:
+            count = await self.pool.fetchval(SQL_ITEMS_COUNT, user_id)
         else:
-            count = await self.pool.fetchval("SELECT count(*) FROM item WHERE owner_id = $1", user_id)
-        return 200, encoder.encode(ItemsPublic([ItemPublic(*row[:5]) for row in rows], count))
+            count = 0
+        return 200, encode(ItemsPublic([ItemPublic(*row[:5]) for row in rows], count))
 
-    async def item_get(self, user_id: UUID, item_id: UUID) -> tuple[int, bytes]:
+    async def item_get(self, user_id: UUID, item_id: UUID) -> Answer:
         assert self.pool is not None
-        row = await self.pool.fetchrow(f"SELECT {ITEM_COLUMNS} FROM item WHERE id = $1", item_id)
+        row = await self.pool.fetchrow(SQL_ITEM, item_id)
         if row is None:
-            return 404, encoder.encode(Detail("Item not found"))
-        if row["owner_id"] != user_id:
-            return 403, encoder.encode(Detail("Not enough permissions"))
-        return 200, encoder.encode(ItemPublic(*row))
+            return 404, encode(Detail("Item not found"))
+        if row[3] != user_id:
+            return 403, encode(Detail("Not enough permissions"))
+        return 200, encode(ItemPublic(*row))
 
-    async def item_create(self, user_id: UUID, body: bytes) -> tuple[int, bytes]:
+    async def item_create(self, user_id: UUID, body: bytes) -> Answer:
         assert self.pool is not None
-        try:
-            data = item_create_decoder.decode(body)
-        except msgspec.ValidationError as exc:
-            return 422, encoder.encode(Detail(str(exc)))
+        data = decode_item_create(body)
         item = ItemPublic(data.title, data.description, uuid7(), user_id, datetime.now(UTC))
-        await self.pool.execute(
-            "INSERT INTO item (title, description, id, owner_id, created_at) VALUES ($1, $2, $3, $4, $5)",
-            item.title,
-            item.description,
-            item.id,
-            item.owner_id,
-            item.created_at,
-        )
-        return 200, encoder.encode(item)
+        await self.pool.execute(SQL_ITEM_INSERT, item.id, item.title, item.description, item.owner_id, item.created_at)
+        return 200, encode(item)
+
+    async def item_update(self, user_id: UUID, item_id: UUID, body: bytes) -> Answer:
+        """One UPDATE … RETURNING with the ownership in its WHERE; a second statement only to tell 404 from 403."""
+        assert self.pool is not None
+        changes = msgspec.structs.asdict(decode_item_update(body))
+        names = tuple(name for name, value in changes.items() if value is not UNSET)
+        sql = self._item_updates.get(names)
+        if sql is None:
+            assignments = ", ".join(f"{name} = ${n}" for n, name in enumerate(names, 3)) or "title = title"
+            sql = (
+                f"UPDATE item SET {assignments} WHERE item.id = $1::UUID AND item.owner_id = $2::UUID "
+                f"RETURNING {ITEM_PUBLIC}"
+            )
+            self._item_updates[names] = sql
+        row = await self.pool.fetchrow(sql, item_id, user_id, *(changes[name] for name in names))
+        if row is None:
+            return await self.item_missing(item_id)
+        return 200, encode(ItemPublic(*row))
+
+    async def item_delete(self, user_id: UUID, item_id: UUID) -> Answer:
+        assert self.pool is not None
+        if await self.pool.fetchval(SQL_ITEM_DELETE, item_id, user_id) is None:
+            return await self.item_missing(item_id)
+        return 200, ITEM_DELETED
+
+    async def item_missing(self, item_id: UUID) -> Answer:
+        """404 when the item is not there, else 403 (an owner's statement found no row of theirs)."""
+        assert self.pool is not None
+        if await self.pool.fetchval(SQL_ITEM_OWNER, item_id) is None:
+            return 404, encode(Detail("Item not found"))
+        return 403, encode(Detail("Not enough permissions"))
+
+
+def page_params(scope: Scope) -> tuple[int, int]:
+    query = dict(parse_qsl(scope["query_string"].decode()))
+    return int(query.get("skip", 0)), int(query.get("limit", 100))
 
 
 async def read_body(receive: Receive) -> bytes:
-    chunks = []
+    message = await receive()
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        return body
+    chunks = [body]
     while True:
         message = await receive()
         chunks.append(message.get("body", b""))
