@@ -8,10 +8,10 @@ The caller is named by an `X-User-Id` header instead of a token, and trusted (su
 ceiling reads no caller row. Password routes hash and verify with the service's argon2 parameters in one
 low-priority thread per worker, as app/security.py does.
 
-What keeps it lean (bench/RESULTS.md, "The ceiling"): a fixed-size pool whose connections are released without
-asyncpg's reset query (the service's pool sends nothing on release either), statements prepared once per
-connection (asyncpg's cache), rows turned into msgspec Structs positionally, one encoder, a Content-Length on every
-response (no chunked encoding).
+What keeps it lean (bench/RESULTS.md, "The ceiling"): a minimal connection pool instead of asyncpg's (whose
+checkout costs as much CPU as the rest of a users_me answer, and whose release sends a reset query: a round trip per
+request that the service's pool does not make), statements prepared once per connection (asyncpg's cache), rows
+turned into msgspec Structs positionally, one encoder, a Content-Length on every response.
 
 The database comes from `BENCH_CEILING_DSN` (a plain `postgresql://` DSN); the pool holds `BENCH_CEILING_POOL`
 connections per worker (default 20, the service's `DB_POOL_SIZE`).
@@ -23,6 +23,7 @@ import asyncio
 import hashlib
 import os
 import threading
+from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -180,9 +181,80 @@ async def verify_password(password: str, hashed: str) -> bool:
     return await asyncio.get_running_loop().run_in_executor(hash_pool, _verify, password, hashed)
 
 
-async def _no_reset(connection: asyncpg.Connection) -> None:
-    """Released connections go back as they are: no `RESET ALL; CLOSE ALL; …` round trip (nothing here changes
-    session state; the service's pool sends nothing on release either)."""
+class Pool:
+    """At most `size` connections, opened as needed (the warm-up run) and then kept, handed out last-in first-out;
+    a request waits when all are busy. asyncpg's own pool costs ~60 µs of CPU per checkout here (its release runs
+    in a shielded task of its own, and by default sends a `RESET ALL; CLOSE ALL; …` query): as much as the rest of
+    a users_me answer. Nothing here changes a connection's session state, so nothing needs resetting."""
+
+    def __init__(self, dsn: str, size: int) -> None:
+        self.dsn = dsn
+        self.size = size
+        self.opened = 0
+        self.idle: list[asyncpg.Connection] = []
+        self.waiters: deque[asyncio.Future[asyncpg.Connection]] = deque()
+
+    async def acquire(self) -> asyncpg.Connection:
+        if self.idle:
+            return self.idle.pop()
+        if self.opened < self.size:
+            self.opened += 1
+            try:
+                return await asyncpg.connect(self.dsn)
+            except BaseException:
+                self.opened -= 1
+                raise
+        waiter: asyncio.Future[asyncpg.Connection] = asyncio.get_running_loop().create_future()
+        self.waiters.append(waiter)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release(waiter.result())  # handed over just as this request was cancelled
+            raise
+
+    def release(self, connection: asyncpg.Connection) -> None:
+        if connection.is_closed():
+            self.opened -= 1
+            return
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(connection)
+                return
+        self.idle.append(connection)
+
+    async def run(self, method: str, sql: str, *args: Any) -> Any:
+        connection = await self.acquire()
+        try:
+            return await getattr(connection, method)(sql, *args)
+        except asyncpg.PostgresError:
+            raise  # the statement failed; the connection is fine
+        except BaseException:
+            connection.terminate()  # cancelled or broken mid-protocol: never handed out again
+            raise
+        finally:
+            self.release(connection)
+
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        rows: list[asyncpg.Record] = await self.run("fetch", sql, *args)
+        return rows
+
+    async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
+        row: asyncpg.Record | None = await self.run("fetchrow", sql, *args)
+        return row
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        return await self.run("fetchval", sql, *args)
+
+    async def execute(self, sql: str, *args: Any) -> str:
+        status: str = await self.run("execute", sql, *args)
+        return status
+
+    async def close(self) -> None:
+        for connection in self.idle:
+            await connection.close()
+        self.idle.clear()
 
 
 def header(scope: Scope, name: bytes) -> bytes | None:
@@ -194,7 +266,7 @@ def header(scope: Scope, name: bytes) -> bytes | None:
 
 class Ceiling:
     def __init__(self) -> None:
-        self.pool: asyncpg.Pool | None = None
+        self.pool: Pool | None = None
         self._item_updates: dict[tuple[str, ...], str] = {}
         self._user_updates: dict[tuple[str, ...], str] = {}
 
@@ -214,15 +286,7 @@ class Ceiling:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                size = int(os.environ.get("BENCH_CEILING_POOL", "20"))
-                self.pool = await asyncpg.create_pool(
-                    os.environ["BENCH_CEILING_DSN"],
-                    min_size=size,
-                    max_size=size,
-                    max_queries=2**62,  # never closed for having served many queries
-                    max_inactive_connection_lifetime=0,  # never closed for idling
-                    reset=_no_reset,
-                )
+                self.pool = Pool(os.environ["BENCH_CEILING_DSN"], int(os.environ.get("BENCH_CEILING_POOL", "20")))
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self.pool is not None:
@@ -284,9 +348,15 @@ class Ceiling:
 
     async def users_list(self, skip: int, limit: int) -> Answer:
         assert self.pool is not None
-        async with self.pool.acquire() as connection:
+        connection = await self.pool.acquire()
+        try:
             rows = await connection.fetch(SQL_USERS_PAGE, limit, skip)
             count = await connection.fetchval(SQL_USERS_COUNT)
+        except BaseException:
+            connection.terminate()
+            raise
+        finally:
+            self.pool.release(connection)
         return 200, encode(UsersPublic([UserPublic(*row) for row in rows], count))
 
     async def user_create(self, body: bytes) -> Answer:
