@@ -74,8 +74,10 @@ sdk:
     uv run openapi-python-client generate --path sdk-openapi.json --meta none --output-path sdk --overwrite
     rm -f sdk-openapi.json
 
-# Load benchmark on PostgreSQL: `just serve` (2 workers) against a raw asyncpg ceiling, wrk scenarios and checks
-# (`just bench --help`; results in bench/RESULTS.md). Installs wrk from Debian's packages when missing.
+# Load benchmark on PostgreSQL: `just serve` (2 workers) on every route against raw asyncpg ceilings (and a bare
+# Litestar app for health), a mixed scenario and the checks, ~9 min; `--reference URL` adds another implementation of
+# the API, `--env KEY=VALUE` sets the service's environment (`just bench --help`; results in bench/RESULTS.md).
+# Installs wrk from Debian's packages when missing.
 bench *args:
     command -v wrk >/dev/null 2>&1 || apt-get install -y wrk || (apt-get update && apt-get install -y wrk)
     uv run python -m bench.run {{args}}

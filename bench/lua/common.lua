@@ -67,3 +67,42 @@ function done(summary, latency, requests)
     latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max, latency.mean, fewest, mean
   ))
 end
+
+-- Per-request headers: the script's own (caller, content type) plus `extra`.
+function headers_with(extra)
+  local merged = {}
+  for name, value in pairs(wrk.headers) do
+    merged[name] = value
+  end
+  for name, value in pairs(extra or {}) do
+    merged[name] = value
+  end
+  return merged
+end
+
+-- Comma-separated values of an environment variable.
+function env_list(name)
+  local values = {}
+  for value in string.gmatch(os.getenv(name) or "", "[^,]+") do
+    table.insert(values, value)
+  end
+  return values
+end
+
+-- This thread's lines of BENCH_FILE, each split on blanks: line i belongs to thread (i - 1) % BENCH_THREADS + 1, so
+-- no two threads (and, one request in flight per connection, no two requests) share a row. Call from init().
+function thread_lines()
+  local count = tonumber(os.getenv("BENCH_THREADS") or "1")
+  local mine, i = {}, 0
+  for line in io.lines(os.getenv("BENCH_FILE")) do
+    i = i + 1
+    if (i - 1) % count + 1 == (thread_index or 1) then
+      local fields = {}
+      for f in string.gmatch(line, "%S+") do
+        table.insert(fields, f)
+      end
+      table.insert(mine, fields)
+    end
+  end
+  return mine
+end

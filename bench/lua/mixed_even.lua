@@ -1,4 +1,4 @@
--- A mix of the read and write scenarios as one caller: users_me, items_list, item_get, item_create in turn.
+-- The 1-worker stall check's even mix as one caller: users_me, items_list, item_get, item_create in turn.
 dofile(os.getenv("BENCH_LUA_DIR") .. "/common.lua")
 
 local ids = {}
