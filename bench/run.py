@@ -246,15 +246,17 @@ def service(
     return Server("service", [just, "serve"], env, port, workers, cwd=repo)
 
 
-def ceiling(dsn: str, workers: int, module: str = "bench.ceiling", name: str = "ceiling") -> Server:
-    """A ceiling app (`module:app`) served as the service is: uvicorn, same workers, uvloop, httptools."""
+def ceiling(dsn: str, workers: int, module: str = "bench.ceiling", name: str = "ceiling", pool: int = 20) -> Server:
+    """A ceiling app (`module:app`) served as the service is: uvicorn, same workers, uvloop, httptools; `pool`
+    database connections per worker at most."""
     port = free_port()
     command = [
         *(sys.executable, "-m", "uvicorn", f"{module}:app", "--host", HOST, "--port", str(port)),
         *("--workers", str(workers), "--loop", "uvloop", "--http", "httptools", "--no-access-log"),
         *("--log-level", "warning"),
     ]
-    return Server(name, command, {**os.environ, "BENCH_CEILING_DSN": dsn}, port, workers)
+    env = {**os.environ, "BENCH_CEILING_DSN": dsn, "BENCH_CEILING_POOL": str(pool)}
+    return Server(name, command, env, port, workers)
 
 
 # ---------------------------------------------------------------- wrk
@@ -337,8 +339,12 @@ def parse_wrk(process: subprocess.Popen[str]) -> dict[str, float]:
 
 
 async def database_sessions(database: str) -> int:
-    """Connections ever opened to `database` (PostgreSQL's cumulative statistics; flushed within a second)."""
-    connection = await asyncpg.connect(seed_large.ADMIN_DSN)
+    """Connections ever opened to `database` (PostgreSQL's cumulative statistics; flushed within a second), 0 when
+    PostgreSQL has no connection to spare for asking (the column is a hint, not worth failing a run for)."""
+    try:
+        connection = await asyncpg.connect(seed_large.ADMIN_DSN)
+    except asyncpg.TooManyConnectionsError:
+        return 0
     try:
         return int(await connection.fetchval("SELECT sessions FROM pg_stat_database WHERE datname = $1", database))
     finally:
@@ -919,9 +925,17 @@ def parse_args() -> argparse.Namespace:
         help="another implementation of the API, already served (e.g. the template's backend): driven with the "
         "same scenarios, seeded through its HTTP API",
     )
+    parser.add_argument(
+        "--ceiling-pool",
+        type=int,
+        help="database connections per ceiling worker (default 20, the service's DB_POOL_SIZE; 10 with --reference, "
+        "so that the service's, the ceiling's and the reference's pools fit PostgreSQL's 100 connections)",
+    )
     parser.add_argument("--reference-superuser", default="admin@example.com", help="the reference's superuser")
     parser.add_argument("--reference-password", default="changethis", help="its password")
     args = parser.parse_args()
+    if args.ceiling_pool is None:
+        args.ceiling_pool = 10 if args.reference else 20
     unknown = set(args.scenarios.split(",")) - {s.name for s in SCENARIOS}
     if unknown:
         parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
@@ -974,7 +988,7 @@ def main() -> None:
         )
         servers.append(app)
         app.start(logs / "service.log")
-        top = ceiling(dsn, args.workers)
+        top = ceiling(dsn, args.workers, pool=args.ceiling_pool)
         bare = ceiling(dsn, args.workers, "bench.ceiling_litestar", "bare Litestar")
         if not args.no_ceiling:
             servers.append(top)
@@ -1047,7 +1061,8 @@ def main() -> None:
         "",
         f"- commit {git_commit(args.repo)}; {args.workers} workers; {args.duration:g} s per run "
         f"after {args.warmup:g} s warm-up; wrk concurrency {args.connections} (login {args.login_connections}, "
-        f"mixed {args.mixed_connections}); extra service environment: {settings}",
+        f"mixed {args.mixed_connections}); ceiling pool {args.ceiling_pool} connections per worker; extra service "
+        f"environment: {settings}",
         f"- machine: {machine_description()}",
         f"- versions: {versions()}",
     ]
