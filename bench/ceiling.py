@@ -55,7 +55,10 @@ ITEM_PUBLIC = "item.title, item.description, item.id, item.owner_id, item.create
 
 # The service's statements (app/services.py, as SQLAlchemy compiles them), and the minimal writes.
 SQL_USER_PUBLIC = f'SELECT {USER_PUBLIC} FROM "user" WHERE "user".id = $1::UUID'
-SQL_USERS_PAGE = f'SELECT {USER_PUBLIC} FROM "user" ORDER BY "user".created_at DESC LIMIT $1 OFFSET $2'
+SQL_USERS_PAGE = (
+    f'SELECT {USER_PUBLIC}, (SELECT count(*) AS count_1 FROM "user") AS total FROM "user" '
+    'ORDER BY "user".created_at DESC LIMIT $1 OFFSET $2'
+)
 SQL_USERS_COUNT = 'SELECT count(*) AS count_1 FROM "user"'
 SQL_USER_INSERT = (
     'INSERT INTO "user" (id, email, email_key, is_active, is_superuser, full_name, hashed_password, token_version, '
@@ -369,17 +372,11 @@ class Ceiling:
         return 200, encode(UserPublic(*row))
 
     async def users_list(self, skip: int, limit: int) -> Answer:
+        """The page carries its total (one round trip); a page without rows needs the count on its own."""
         assert self.pool is not None
-        connection = await self.pool.acquire()
-        try:
-            rows = await connection.fetch(SQL_USERS_PAGE, limit, skip)
-            count = await connection.fetchval(SQL_USERS_COUNT)
-        except BaseException:
-            connection.terminate()
-            raise
-        finally:
-            self.pool.release(connection)
-        return 200, encode(UsersPublic([UserPublic(*row) for row in rows], count))
+        rows = await self.pool.fetch(SQL_USERS_PAGE, limit, skip)
+        count = rows[0][6] if rows else await self.pool.fetchval(SQL_USERS_COUNT)
+        return 200, encode(UsersPublic([UserPublic(*row[:6]) for row in rows], count))
 
     async def user_create(self, body: bytes) -> Answer:
         assert self.pool is not None
