@@ -28,6 +28,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from app import validation
 from app.validation import Error
+from db.executor import REFUSED
 
 log = structlog.get_logger("app.errors")
 
@@ -219,7 +220,7 @@ def on_repository_error(request: Request[Any, Any, Any], exc: RepositoryError) -
 
 
 def _is_database_unavailable(exc: BaseException) -> bool:
-    if isinstance(exc, PoolTimeoutError | OSError | TimeoutError):
+    if isinstance(exc, (PoolTimeoutError, OSError, TimeoutError, *REFUSED)):
         return True
     if isinstance(exc, InterfaceError | OperationalError):
         return True
@@ -255,5 +256,6 @@ exception_handlers: ExceptionHandlersMap = {
     PoolTimeoutError: on_database_unavailable,
     OSError: on_database_unavailable,
     TimeoutError: on_database_unavailable,
+    **dict.fromkeys(REFUSED, on_database_unavailable),
     HTTP_500_INTERNAL_SERVER_ERROR: on_unexpected_error,
 }

@@ -73,6 +73,11 @@ _CONNECTION_LOST = (
 )
 
 
+# What a new connection meets when the server has no slot for it ("too many clients", a role's connection limit)
+# or is starting up or shutting down: unavailable for now, as when it does not answer.
+REFUSED = (asyncpg.InsufficientResourcesError, asyncpg.CannotConnectNowError)
+
+
 class Executor:
     """Runs a statement (a module constant, compiled once) on a pooled connection of the engine."""
 

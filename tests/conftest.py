@@ -55,7 +55,7 @@ def run(coro: Coroutine[Any, Any, Any]) -> Any:
     return asyncio.run(coro)
 
 
-async def _admin_execute(sql: str) -> None:
+async def admin_execute(sql: str) -> None:
     engine = create_async_engine(TEST_DATABASE_URL, poolclass=NullPool, isolation_level="AUTOCOMMIT")
     try:
         async with engine.connect() as connection:
@@ -66,12 +66,12 @@ async def _admin_execute(sql: str) -> None:
 
 def create_postgres_database() -> str:
     name = f"test_{uuid.uuid4().hex[:12]}"
-    run(_admin_execute(f'CREATE DATABASE "{name}"'))
+    run(admin_execute(f'CREATE DATABASE "{name}"'))
     return make_url(TEST_DATABASE_URL).set(database=name).render_as_string(hide_password=False)
 
 
 def drop_postgres_database(url: str) -> None:
-    run(_admin_execute(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
+    run(admin_execute(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
 
 
 @dataclass

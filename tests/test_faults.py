@@ -10,9 +10,11 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -20,6 +22,7 @@ import pytest
 from sqlalchemy import make_url
 
 from app.errors import DATABASE_UNAVAILABLE
+from app.security import create_access_token
 from tests.conftest import (
     ROOT,
     SECRET_KEY,
@@ -27,10 +30,12 @@ from tests.conftest import (
     SUPERUSER_PASSWORD,
     Database,
     LiveServer,
+    admin_execute,
     create_app,
     free_port,
     login,
     make_settings,
+    run,
 )
 
 TIMEOUTS = {"DB_CONNECT_TIMEOUT": "1", "DB_COMMAND_TIMEOUT": "1"}
@@ -203,6 +208,29 @@ def test_a_silent_database_is_a_503_within_the_timeouts(proxied: ProxiedService)
     proxied.proxy.freeze(False)
     assert http.get("/utils/ready").json()["status"] == "ready"
     assert http.get("/users/me", headers=headers).status_code == 200
+
+
+def test_a_database_out_of_connection_slots_is_a_503(migrated_database: str) -> None:
+    """PostgreSQL refusing a new connection for want of a slot (`too many clients`, here a role allowed none) is
+    the database being unavailable for now, like an outage: 503 with a Retry-After, not an unhandled 500."""
+    role = f"no_slots_{uuid.uuid4().hex[:8]}"
+    run(admin_execute(f'CREATE ROLE "{role}" LOGIN CONNECTION LIMIT 0'))
+    try:
+        url = make_url(migrated_database).set(username=role).render_as_string(hide_password=False)
+        app = create_app(make_settings(url, **TIMEOUTS))
+        user_id = uuid.uuid4()
+        token = create_access_token(user_id, 0, SECRET_KEY, timedelta(minutes=5))
+        with LiveServer(app) as server, httpx.Client(base_url=server.url + "/api/v1") as http:
+            for method, path, kwargs in (
+                ("GET", "/users/me", {"headers": {"Authorization": f"Bearer {token}"}}),  # the fast path
+                ("POST", "/login/access-token", {"data": {"username": "a@example.com", "password": "x"}}),  # the ORM
+                ("GET", "/utils/ready", {}),
+            ):
+                response = http.request(method, path, **kwargs)
+                assert response.status_code == 503, (path, response.text)
+                assert response.json() == {"detail": DATABASE_UNAVAILABLE}, path
+    finally:
+        run(admin_execute(f'DROP ROLE IF EXISTS "{role}"'))
 
 
 # ---------------------------------------------------------------- shutdown
