@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 import msgspec
@@ -95,6 +96,14 @@ def complete_allow_headers(app: Litestar) -> None:
             options(route.create_options_handler(route.path).fn)
 
 
+def freeze_startup_objects() -> None:
+    """Leave what start-up built (modules, the app, the ORM's mappers: most of the heap) out of every garbage
+    collection to come: a full collection otherwise walks all of it, a pause of tens of milliseconds in some
+    request's latency (the `gc.freeze` advice of the gc module's documentation, for forking servers and alike)."""
+    gc.collect()
+    gc.freeze()
+
+
 def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvider | None = None) -> Litestar:
     """`tracer_provider`: where spans go when tracing is on (the OTLP exporter otherwise; tests pass their own)."""
     settings = settings or get_settings()
@@ -124,7 +133,7 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
             "current_user": Provide(provide_current_user, sync_to_thread=False),
         },
         middleware=[request_logging, *([tracing.middleware] if tracing else []), auth_middleware(settings, fast)],
-        on_startup=[observer.start for observer in (metrics, tracing) if observer],
+        on_startup=[freeze_startup_objects, *(observer.start for observer in (metrics, tracing) if observer)],
         on_shutdown=[rate_limiter.close, *(observer.stop for observer in (metrics, tracing) if observer)],
         before_send=[preflight_ok, log_response],
         before_request=reject_nul_characters,

@@ -11,6 +11,7 @@ the columns of the struct it returns (`columns`), so that struct is built straig
 
 from __future__ import annotations
 
+import asyncio
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -23,6 +24,7 @@ from advanced_alchemy.exceptions import DuplicateKeyError
 from sqlalchemy import Column, Delete, Insert, Select, Update, inspect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import QueuePool
 from sqlalchemy.util import greenlet_spawn
 
 from db.models import Base
@@ -84,6 +86,10 @@ class Executor:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.native = engine.dialect.driver == "asyncpg"
+        # Statements wait their turn here, first come first served, rather than in the pool: SQLAlchemy's async
+        # queue lets a newcomer take a returned connection before a waiter wakes, and the waiter queues again at
+        # the back (a few requests waited seconds at 32 per worker on 20 connections; see bench/RESULTS.md).
+        self._turns = asyncio.Semaphore(engine.pool.size()) if isinstance(engine.pool, QueuePool) else None
         self._compiled: dict[int, tuple[str, tuple[str, ...]]] = {}
         # A span per statement of the fast path on asyncpg, given its SQL, when the app traces (app/tracing.py);
         # elsewhere SQLAlchemy's own instrumentation sees the statements.
@@ -115,6 +121,12 @@ class Executor:
         return found
 
     async def _native_rows(self, statement: Statement, params: Mapping[str, Any]) -> Sequence[Mapping[str, Any]]:
+        if self._turns is None:
+            return await self._checked_out_rows(statement, params)
+        async with self._turns:
+            return await self._checked_out_rows(statement, params)
+
+    async def _checked_out_rows(self, statement: Statement, params: Mapping[str, Any]) -> Sequence[Mapping[str, Any]]:
         sql, names = self._sql(statement)
         pooled = await self.engine.raw_connection()
         try:
