@@ -62,7 +62,7 @@ image tag="accounts-api:latest" *args:
     set -eu
     # podman's default (OCI) format silently drops HEALTHCHECK; docker's builder has only its own format.
     if command -v podman >/dev/null 2>&1; then set -- podman build --format docker; else set -- docker build; fi
-    "$@" -f Containerfile -t "{{tag}}" {{args}} .
+    "$@" -f Containerfile -t "{{tag}}" --build-arg "BUILD_COMMIT=$(git rev-parse HEAD 2>/dev/null || true)" {{args}} .
 
 # Rebuild the HTML emails (app/templates/build/*.html) from their MJML sources (app/templates/src/*.mjml); commit both.
 emails:

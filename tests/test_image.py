@@ -20,6 +20,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import tomllib
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -55,6 +56,7 @@ CA_BUNDLE = Path(os.environ.get("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates
 GRACEFUL_SECONDS = int(re.findall(r'"--timeout-graceful-shutdown", "(\d+)"', (ROOT / "Containerfile").read_text())[0])
 LOCK = Path(tempfile.gettempdir()) / "accounts-api-test-image.lock"
 SECRET = "image-test-secret-key-of-enough-length"
+BUILD_COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
 def podman(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -147,6 +149,8 @@ def built() -> Iterator[Built]:
         f"CA_BUNDLE={CA_BUNDLE}",
         "--build-arg",
         f"INDEX_URL={index}",
+        "--build-arg",
+        f"BUILD_COMMIT={BUILD_COMMIT}",
         "-f",
         str(ROOT / "Containerfile"),
         "-t",
@@ -174,6 +178,7 @@ def environment(database_url: str, port: int) -> list[str]:
         "FIRST_SUPERUSER_PASSWORD": SUPERUSER_PASSWORD,
         "UVICORN_HOST": "127.0.0.1",  # the host's network: not on every interface of the machine
         "UVICORN_PORT": str(port),
+        "METRICS_ENABLED": "true",
     }
     return [argument for name, value in values.items() for argument in ("--env", f"{name}={value}")]
 
@@ -239,6 +244,14 @@ def test_image_migrates_serves_runs_unprivileged_and_drains_on_sigterm(
         me = httpx.get(f"{base}/api/v1/users/me", headers={"Authorization": f"Bearer {token}"}, timeout=10)
         assert me.status_code == 200
         assert me.json()["email"] == SUPERUSER_EMAIL
+        # The build it is: the project's version and the commit given at build time.
+        version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+        metrics = httpx.get(f"{base}/metrics", timeout=10).text
+        build = [line for line in metrics.splitlines() if line.startswith("build_info{")]
+        assert len(build) == 1, metrics[-2000:]
+        assert f'version="{version}"' in build[0], build
+        assert f'commit="{BUILD_COMMIT}"' in build[0], build
+        assert build[0].endswith(" 1.0"), build
 
         # SIGTERM with a request in flight: its head is read, its body not yet whole when `podman stop` signals.
         body = urlencode(form)
