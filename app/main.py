@@ -114,7 +114,7 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
     # Shared by every worker and replica through Redis when configured; per process otherwise.
     rate_limiter = RateLimiter(settings.REDIS_URL, settings.REDIS_NAMESPACE, enabled=settings.RATE_LIMIT_ENABLED)
     # Off by default, and then nothing of them is installed (README "Operating").
-    metrics = Metrics(settings, db_config.get_engine(), rate_limiter) if settings.METRICS_ENABLED else None
+    metrics = Metrics(settings, fast, rate_limiter) if settings.METRICS_ENABLED else None
     tracing = Tracing(settings, tracer_provider) if tracing_enabled(settings) else None
     if tracing is not None:
         tracing.instrument(db_config.get_engine(), fast)

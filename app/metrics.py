@@ -45,10 +45,10 @@ from prometheus_client import (
     values,
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.auth import EXCLUDE_FROM_AUTH
 from app.config import Settings
+from db.executor import Executor
 
 log = structlog.get_logger("app.metrics")
 
@@ -164,8 +164,9 @@ def build_commit(settings: Settings) -> str:
 
 
 class Metrics:
-    def __init__(self, settings: Settings, engine: AsyncEngine, rate_limiter: Any) -> None:
-        self.engine = engine
+    def __init__(self, settings: Settings, fast: Executor, rate_limiter: Any) -> None:
+        self.fast = fast
+        self.engine = fast.engine
         self.rate_limiter = rate_limiter
         self.folder = multiprocess_folder(settings)
         # The `_created` series of a process-local registry would only double the lines.
@@ -290,9 +291,10 @@ class Metrics:
             self.pool_size.set(pool.size())
             self.pool_checked_out.set(pool.checkedout())
             self.pool_overflow.set(max(pool.overflow(), 0))
-            # The async pool's queue: its asyncio.Queue's waiting getters (none until a checkout had to wait).
+            # The async pool's queue: its asyncio.Queue's waiting getters (none until a checkout had to wait), and
+            # the fast statements waiting their turn before it (db/executor.py).
             queue = getattr(getattr(pool, "_pool", None), "_queue", None)
-            self.pool_waiting.set(len(getattr(queue, "_getters", ()) or ()))
+            self.pool_waiting.set(len(getattr(queue, "_getters", ()) or ()) + self.fast.waiting())
         self.redis_fallback.set(1 if self.rate_limiter.mode == "process (redis unavailable)" else 0)
 
     async def _sample_forever(self) -> None:

@@ -95,6 +95,10 @@ class Executor:
         # elsewhere SQLAlchemy's own instrumentation sees the statements.
         self.span: Callable[[str], AbstractContextManager[Any]] | None = None
 
+    def waiting(self) -> int:
+        """Fast statements waiting for their turn for a connection (the pool's own queue aside)."""
+        return len(getattr(self._turns, "_waiters", None) or ())
+
     def _sql(self, statement: Statement) -> tuple[str, tuple[str, ...]]:
         """The driver's SQL and the order of its parameters (statements here are module constants)."""
         key = id(statement)
