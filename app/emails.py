@@ -51,9 +51,12 @@ def _html_safe(value: object) -> object:
     return Markup(html.escape(value, quote=True)) if isinstance(value, str) else value
 
 
-def _render(template: str, subject: str, **context: object) -> Email:
+def _render(settings: Settings, template: str, subject: str, email: str, **context: object) -> Email:
+    """The mail `template` to `email`, whose subject follows the project's name. Every template may use
+    `project_name`, `email` and `username` (the same address: the template's own templates call it that)."""
+    context |= {"project_name": settings.PROJECT_NAME, "username": email, "email": email}
     return Email(
-        subject=subject,
+        subject=f"{settings.PROJECT_NAME} - {subject}",
         html=_env.render_template(f"{template}.html", **{key: _html_safe(value) for key, value in context.items()}),
         text=_env.render_template(f"{template}.txt", **context),
         kind=template,
@@ -61,33 +64,20 @@ def _render(template: str, subject: str, **context: object) -> Email:
 
 
 def reset_password_email(settings: Settings, email: str, token: str) -> Email:
+    link = f"{settings.FRONTEND_HOST}/reset-password?token={token}"
+    valid_hours = settings.EMAIL_RESET_TOKEN_EXPIRE_HOURS
     return _render(
-        "reset_password",
-        f"{settings.PROJECT_NAME} - Password recovery for user {email}",
-        project_name=settings.PROJECT_NAME,
-        username=email,
-        email=email,
-        valid_hours=settings.EMAIL_RESET_TOKEN_EXPIRE_HOURS,
-        link=f"{settings.FRONTEND_HOST}/reset-password?token={token}",
+        settings, "reset_password", f"Password recovery for user {email}", email, valid_hours=valid_hours, link=link
     )
 
 
 def new_account_email(settings: Settings, email: str) -> Email:
     """The welcome mail. It never carries the password: the account's creator hands that over."""
-    return _render(
-        "new_account",
-        f"{settings.PROJECT_NAME} - New account for user {email}",
-        project_name=settings.PROJECT_NAME,
-        username=email,
-        email=email,
-        link=settings.FRONTEND_HOST,
-    )
+    return _render(settings, "new_account", f"New account for user {email}", email, link=settings.FRONTEND_HOST)
 
 
 def test_email(settings: Settings, email: str) -> Email:
-    return _render(
-        "test_email", f"{settings.PROJECT_NAME} - Test email", project_name=settings.PROJECT_NAME, email=email
-    )
+    return _render(settings, "test_email", "Test email", email)
 
 
 def http_header_value(subject: str) -> str:

@@ -33,6 +33,7 @@ from app.observability import configure_logging, init_sentry, log_response, requ
 from app.openapi import SECURITY_SCHEME, openapi_fixups, operation_id
 from app.ratelimit import RateLimiter
 from app.schemas import Caller
+from app.services import provide_item_service, provide_user_service
 from app.tracing import Tracing, tracing_enabled
 from app.validation import reject_nul_characters
 from db.executor import Executor
@@ -122,7 +123,11 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
     controllers: list[Any] = [LoginController, UsersController, ItemsController, UtilsController]
     if settings.ENVIRONMENT == "local":
         controllers.append(PrivateController)
-    api = Router(path=settings.API_V1_STR, route_handlers=controllers)
+    services = {
+        "users": Provide(provide_user_service, sync_to_thread=False),
+        "items": Provide(provide_item_service, sync_to_thread=False),
+    }
+    api = Router(path=settings.API_V1_STR, route_handlers=controllers, dependencies=services)
 
     app = Litestar(
         route_handlers=[api, openapi_json, redoc, *([metrics_endpoint(metrics)] if metrics else [])],

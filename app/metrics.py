@@ -57,6 +57,14 @@ SAMPLE_INTERVAL_S = 1.0
 MEDIA_TYPE = CONTENT_TYPE_LATEST.split("; charset")[0]  # Litestar adds the charset of text answers itself
 UNMATCHED = "unmatched"  # the route label of a request no route matched (never its raw path)
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# Gauges each worker sets from its own state (`Metrics.sample`), summed over the live workers at a scrape.
+SUMMED_GAUGES = {
+    "http_requests_in_flight": "Requests being answered.",
+    "db_pool_size": "Connections the database pool keeps (summed over workers).",
+    "db_pool_checked_out": "Pool connections in use by requests (ORM sessions and fast statements).",
+    "db_pool_overflow": "Connections open beyond the pool's size.",
+    "db_pool_waiting": "Requests waiting for a pool connection (the pool is exhausted).",
+}
 # Requests here take milliseconds: finer buckets below 10 ms than the client's defaults.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 LOGIN_OUTCOMES = ("succeeded", "failed", "refused")
@@ -191,24 +199,10 @@ class Metrics:
             "http_request_duration_seconds", "Time from a request's arrival to the end of its answer.",
             ["method", "route"], buckets=LATENCY_BUCKETS, registry=own,
         )  # fmt: skip
-        self.in_flight = Gauge(
-            "http_requests_in_flight", "Requests being answered.", registry=own, multiprocess_mode="livesum"
-        )
-        self.pool_size = Gauge(
-            "db_pool_size", "Connections the database pool keeps (summed over workers).",
-            registry=own, multiprocess_mode="livesum",
-        )  # fmt: skip
-        self.pool_checked_out = Gauge(
-            "db_pool_checked_out", "Pool connections in use by requests (ORM sessions and fast statements).",
-            registry=own, multiprocess_mode="livesum",
-        )  # fmt: skip
-        self.pool_overflow = Gauge(
-            "db_pool_overflow", "Connections open beyond the pool's size.", registry=own, multiprocess_mode="livesum"
-        )
-        self.pool_waiting = Gauge(
-            "db_pool_waiting", "Requests waiting for a pool connection (the pool is exhausted).",
-            registry=own, multiprocess_mode="livesum",
-        )  # fmt: skip
+        self.summed = {
+            name: Gauge(name, documentation, registry=own, multiprocess_mode="livesum")
+            for name, documentation in SUMMED_GAUGES.items()
+        }
         self.logins = Counter(
             "logins_total", "Logins by outcome: succeeded, failed, refused (rate limited).", ["outcome"], registry=own
         )
@@ -285,16 +279,20 @@ class Metrics:
 
     def sample(self) -> None:
         """This worker's requests in flight, pool and rate limiter, into its gauges."""
-        self.in_flight.set(self._busy[0])
+        readings = {"http_requests_in_flight": self._busy[0]}
         pool: Any = self.engine.sync_engine.pool
         with contextlib.suppress(AttributeError, TypeError):  # pools without a size (SQLite's NullPool, say)
-            self.pool_size.set(pool.size())
-            self.pool_checked_out.set(pool.checkedout())
-            self.pool_overflow.set(max(pool.overflow(), 0))
             # The async pool's queue: its asyncio.Queue's waiting getters (none until a checkout had to wait), and
             # the fast statements waiting their turn before it (db/executor.py).
             queue = getattr(getattr(pool, "_pool", None), "_queue", None)
-            self.pool_waiting.set(len(getattr(queue, "_getters", ()) or ()) + self.fast.waiting())
+            readings |= {
+                "db_pool_size": pool.size(),
+                "db_pool_checked_out": pool.checkedout(),
+                "db_pool_overflow": max(pool.overflow(), 0),
+                "db_pool_waiting": len(getattr(queue, "_getters", ()) or ()) + self.fast.waiting(),
+            }
+        for name, reading in readings.items():
+            self.summed[name].set(reading)
         self.redis_fallback.set(1 if self.rate_limiter.mode == "process (redis unavailable)" else 0)
 
     async def _sample_forever(self) -> None:

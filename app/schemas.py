@@ -36,7 +36,9 @@ class NewPassword(Struct):
     new_password: Password
 
 
-class UserPublic(Struct):
+# What the API shows of a user: all of `UserPublic`, and the start of `Caller` (frozen, as both). No docstrings on the
+# response structs: the OpenAPI document would take them as descriptions.
+class ShownUser(Struct, frozen=True):
     email: str
     is_active: bool
     is_superuser: bool
@@ -45,16 +47,15 @@ class UserPublic(Struct):
     created_at: datetime
 
 
-class Caller(Struct, frozen=True):
+# A class of its own: a `Caller` is never a `UserPublic`, so no response can carry the caller's secrets.
+class UserPublic(ShownUser, frozen=True):
+    pass
+
+
+class Caller(ShownUser, frozen=True):
     """The authenticated user, read once per request by app/auth.py: what a response about them shows, and what
     authentication checks. Not a body: `public()` is what the API shows of it."""
 
-    email: str
-    is_active: bool
-    is_superuser: bool
-    full_name: str | None
-    id: UUID
-    created_at: datetime
     hashed_password: str
     token_version: int
     kept_token_digest: str | None

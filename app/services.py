@@ -110,10 +110,12 @@ def _total(model: type[Base]) -> Label[int]:
     return select(func.count()).select_from(model).scalar_subquery().label("total")
 
 
-def _assignments(names: tuple[str, ...]) -> dict[str, Any]:
-    """An UPDATE's SET clauses from parameters `new_<column>` (`_assigned`): in an UPDATE a bind parameter may not
-    bear its column's name."""
-    return {name: bindparam(f"new_{name}") for name in names}
+def _update(model: type[Base], struct: type[msgspec.Struct], names: tuple[str, ...], **computed: Any) -> Update:
+    """UPDATE the row `where_id` … RETURNING the columns of `struct`, setting `names` from parameters
+    `new_<column>` (`_assigned`: in an UPDATE a bind parameter may not bear its column's name) and the `computed`
+    columns from their expressions."""
+    assignments = {name: bindparam(f"new_{name}") for name in names} | computed
+    return update(model).where(model.id == bindparam("where_id")).values(assignments).returning(*columns(model, struct))
 
 
 def _assigned(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -144,16 +146,10 @@ class UserRepository(SQLAlchemyAsyncRepository[User]):
     def update_statement(names: tuple[str, ...], revoke_tokens: bool) -> Update:
         """UPDATE … RETURNING the public columns, setting `names`, and revoking the user's tokens in the same
         statement (a version bump that no concurrent change can lose). One statement object per combination."""
-        assignments = _assignments(names)
         if revoke_tokens:
             # A literal, not a bound 1: the executor binds only the parameters a repository passes.
-            assignments["token_version"] = User.token_version + literal_column("1")
-        return (
-            update(User)
-            .where(User.id == bindparam("where_id"))
-            .values(assignments)
-            .returning(*columns(User, UserPublic))
-        )
+            return _update(User, UserPublic, names, token_version=User.token_version + literal_column("1"))
+        return _update(User, UserPublic, names)
 
     @classmethod
     async def read_caller(cls, fast: Executor, user_id: UUID) -> Caller | None:
@@ -231,17 +227,6 @@ class ItemRepository(SQLAlchemyAsyncRepository[Item]):
     INSERT = insert(Item).values({column.key: bindparam(column.key) for column in columns(Item, ItemPublic)})
     DELETE = delete(Item).where(Item.id == bindparam("where_id")).returning(Item.id)
 
-    @staticmethod
-    @cache
-    def update_statement(names: tuple[str, ...]) -> Update:
-        """UPDATE … RETURNING the public columns, setting `names` (one statement object per combination)."""
-        return (
-            update(Item)
-            .where(Item.id == bindparam("where_id"))
-            .values(_assignments(names))
-            .returning(*columns(Item, ItemPublic))
-        )
-
     @classmethod
     async def read_public(cls, fast: Executor, item_id: UUID) -> ItemPublic | None:
         return await fast.first(ItemPublic, cls.PUBLIC, {"id": item_id})
@@ -258,6 +243,12 @@ class ItemRepository(SQLAlchemyAsyncRepository[Item]):
     @classmethod
     async def insert_public(cls, fast: Executor, item: ItemPublic) -> None:
         await fast.rows(cls.INSERT, {name: getattr(item, name) for name in ItemPublic.__struct_fields__})
+
+    @staticmethod
+    @cache
+    def update_statement(names: tuple[str, ...]) -> Update:
+        """UPDATE … RETURNING the public columns, setting `names` (one statement object per combination)."""
+        return _update(Item, ItemPublic, names)
 
     @classmethod
     async def update_public(cls, fast: Executor, item_id: UUID, values: Mapping[str, Any]) -> ItemPublic | None:

@@ -39,6 +39,7 @@ from argon2.profiles import RFC_9106_LOW_MEMORY
 from msgspec import UNSET, UnsetType
 from uuid_utils.compat import uuid7
 
+from app.schemas import ItemPublic, ItemsPublic, UserPublic, UsersPublic  # the very shapes the service answers
 from db.identity import email_identity
 
 Scope = dict[str, Any]
@@ -81,33 +82,6 @@ SQL_ITEM_INSERT = (
 )
 SQL_ITEM_DELETE = "DELETE FROM item WHERE item.id = $1::UUID AND item.owner_id = $2::UUID RETURNING item.id"
 SQL_ITEM_OWNER = "SELECT item.owner_id FROM item WHERE item.id = $1::UUID"
-
-
-class UserPublic(msgspec.Struct):
-    email: str
-    is_active: bool
-    is_superuser: bool
-    full_name: str | None
-    id: UUID
-    created_at: datetime
-
-
-class UsersPublic(msgspec.Struct):
-    data: list[UserPublic]
-    count: int
-
-
-class ItemPublic(msgspec.Struct):
-    title: str
-    description: str | None
-    id: UUID
-    owner_id: UUID
-    created_at: datetime
-
-
-class ItemsPublic(msgspec.Struct):
-    data: list[ItemPublic]
-    count: int
 
 
 class ItemCreate(msgspec.Struct):

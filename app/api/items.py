@@ -4,13 +4,13 @@ from typing import Annotated
 from uuid import UUID
 
 from litestar import Controller, delete, get, post, put
-from litestar.di import NamedDependency, Provide
+from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, Parameter
 
 from app.errors import ITEM_NOT_FOUND, NOT_ENOUGH_PERMISSIONS
 from app.openapi import error_responses
 from app.schemas import PAGE_MAX, ItemCreate, ItemPublic, ItemsPublic, ItemUpdate, Message, changes
-from app.services import READ_WITH_CALLER, ItemService, ReadWithCaller, provide_item_service
+from app.services import READ_WITH_CALLER, ItemService, ReadWithCaller
 from db.models import Item
 
 Skip = Annotated[int, Parameter(ge=0, le=PAGE_MAX)]
@@ -24,7 +24,6 @@ WITH_ITEM = {READ_WITH_CALLER: ReadWithCaller(Item, ItemPublic, "id")}
 class ItemsController(Controller):
     path = "/items"
     tags = ["items"]
-    dependencies = {"items": Provide(provide_item_service, sync_to_thread=False)}
 
     @get("/")
     async def read_items(self, items: NamedDependency[ItemService], skip: Skip = 0, limit: Limit = 100) -> ItemsPublic:

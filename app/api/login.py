@@ -5,7 +5,7 @@ from typing import Annotated, Any
 
 from litestar import Controller, MediaType, Request, Response, post
 from litestar.background_tasks import BackgroundTask
-from litestar.di import NamedDependency, Provide
+from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import NotFoundException
 from litestar.params import Body, FromPath, JSONBody
@@ -20,7 +20,7 @@ from app.metrics import count_email, count_login
 from app.openapi import error_responses
 from app.ratelimit import Quota, RateLimiter, TooManyRequests
 from app.schemas import Caller, LoginForm, Message, NewPassword, Token, UserPublic
-from app.services import UserService, provide_user_service
+from app.services import UserService
 from app.validation import reject_nul_characters
 from db.identity import email_identity
 
@@ -58,7 +58,6 @@ async def send_recovery_email(settings: Settings, email: str, hashed_password: s
 
 class LoginController(Controller):
     tags = ["login"]
-    dependencies = {"users": Provide(provide_user_service, sync_to_thread=False)}
 
     @post(
         "/login/access-token",

@@ -1,14 +1,14 @@
 from __future__ import annotations
 
 from litestar import Controller, post
-from litestar.di import NamedDependency, Provide
+from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
 from app.auth import EXCLUDE_FROM_AUTH
 from app.errors import USER_EXISTS
 from app.openapi import error_responses
 from app.schemas import PrivateUserCreate, UserPublic, changes
-from app.services import UserService, provide_user_service
+from app.services import UserService
 
 
 class PrivateController(Controller):
@@ -16,7 +16,6 @@ class PrivateController(Controller):
 
     path = "/private"
     tags = ["private"]
-    dependencies = {"users": Provide(provide_user_service, sync_to_thread=False)}
 
     @post(
         "/users",

@@ -5,7 +5,7 @@ from uuid import UUID
 
 from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.background_tasks import BackgroundTask
-from litestar.di import NamedDependency, Provide
+from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, Parameter
 
 from app import emails, security
@@ -37,7 +37,7 @@ from app.schemas import (
     UserUpdateMe,
     changes,
 )
-from app.services import READ_WITH_CALLER, ReadWithCaller, UserService, provide_user_service
+from app.services import READ_WITH_CALLER, ReadWithCaller, UserService
 from db.models import User
 
 Skip = Annotated[int, Parameter(ge=0, le=PAGE_MAX)]
@@ -48,7 +48,6 @@ USER_DELETED = "User deleted successfully"
 class UsersController(Controller):
     path = "/users"
     tags = ["users"]
-    dependencies = {"users": Provide(provide_user_service, sync_to_thread=False)}
 
     @get("/", guards=[requires_superuser])
     async def read_users(self, users: NamedDependency[UserService], skip: Skip = 0, limit: Limit = 100) -> UsersPublic:
