@@ -20,7 +20,7 @@ from sqlalchemy import text
 
 from app.config import Settings
 from app.database import MIGRATIONS_DIR
-from app.security import hash_password
+from app.security import passwords
 from app.validation import InvalidEmail, normalize_email
 from db.adopt import ADOPTED_REVISION, AdoptionError, Plan, plan, rename_user_email
 from db.seed import ensure_first_superuser
@@ -62,10 +62,9 @@ def migrate(config: SQLAlchemyAsyncConfig) -> None:
 
 
 async def create_first_superuser(config: SQLAlchemyAsyncConfig, settings: Settings) -> bool:
+    hashed_password = await passwords(settings.PASSWORD_HASH_PROFILE).hash(settings.FIRST_SUPERUSER_PASSWORD)
     async with config.get_session() as session:
-        created = await ensure_first_superuser(
-            session, settings.FIRST_SUPERUSER, await hash_password(settings.FIRST_SUPERUSER_PASSWORD)
-        )
+        created = await ensure_first_superuser(session, settings.FIRST_SUPERUSER, hashed_password)
     await config.get_engine().dispose()
     log.info("first superuser " + ("created" if created else "already exists"), email=settings.FIRST_SUPERUSER)
     return created

@@ -77,6 +77,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # the exporter reads its other OTEL_EXPORTER_OTLP_* variables, headers say, itself).
     OTEL_EXPORTER_OTLP_ENDPOINT: str | None = None
     OTEL_SERVICE_NAME: str = "accounts-api"
+    # argon2's parameters for new password hashes (app/security.py). CHEAPEST makes a test suite's thousands of
+    # logins cheap, and makes hashes cheap to crack: a warning in local, refused elsewhere.
+    PASSWORD_HASH_PROFILE: Literal["RFC_9106_LOW_MEMORY", "CHEAPEST"] = "RFC_9106_LOW_MEMORY"
 
     @property
     def database_url(self) -> str:
@@ -206,6 +209,8 @@ def _check_secrets(settings: Settings) -> None:
             f"SECRET_KEY: {key_bytes} bytes is too short to sign tokens, use at least {MIN_SECRET_KEY_BYTES} "
             "(e.g. the output of `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
         )
+    if settings.PASSWORD_HASH_PROFILE == "CHEAPEST":
+        problems.append("PASSWORD_HASH_PROFILE: CHEAPEST hashes passwords with argon2's minimum, for tests only")
     for message in problems:
         if settings.ENVIRONMENT == "local":
             warnings.warn(message, stacklevel=3)

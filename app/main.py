@@ -33,6 +33,7 @@ from app.observability import configure_logging, init_sentry, log_response, requ
 from app.openapi import SECURITY_SCHEME, openapi_fixups, operation_id
 from app.ratelimit import RateLimiter
 from app.schemas import Caller
+from app.security import passwords
 from app.services import provide_item_service, provide_user_service
 from app.tracing import Tracing, tracing_enabled
 from app.validation import reject_nul_characters
@@ -179,6 +180,7 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
     app.state.settings = settings
     app.state.db_config = db_config
     app.state.executor = fast
+    app.state.passwords = passwords(settings.PASSWORD_HASH_PROFILE)
     openapi_fixups(app)
     app.state.openapi_document = msgspec.json.encode(app.openapi_schema.to_schema())
     return app

@@ -11,7 +11,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any, NamedTuple
 from uuid import UUID
 
@@ -19,14 +19,16 @@ import bcrypt
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from argon2.profiles import RFC_9106_LOW_MEMORY
+from argon2.profiles import CHEAPEST, RFC_9106_LOW_MEMORY
 
 ALGORITHM = "HS256"
 # Replicas' clocks differ a little: a token issued by one a second "in the future" of another is still valid.
 # PyJWT applies the leeway to expiry too: the decoders check `exp` again without it.
 CLOCK_SKEW = timedelta(seconds=30)
 
-_hasher = PasswordHasher.from_parameters(RFC_9106_LOW_MEMORY)
+# argon2-cffi's parameter profiles, by the name PASSWORD_HASH_PROFILE gives. CHEAPEST (argon2's minimum: a hash
+# in microseconds) is for test suites only: app/config.py refuses it outside local.
+HASH_PROFILES = {"RFC_9106_LOW_MEMORY": RFC_9106_LOW_MEMORY, "CHEAPEST": CHEAPEST}
 
 
 def _lower_priority() -> None:
@@ -44,35 +46,42 @@ class InvalidTokenError(Exception):
     """The token is malformed, forged, expired or of the wrong type."""
 
 
-def _hash_sync(password: str) -> str:
-    return _hasher.hash(password)
+class Passwords:
+    """Hashes new passwords with one argon2 profile and checks stored hashes of any (argon2 reads the parameters
+    from the hash; the template's bcrypt hashes too). A match of another profile's hash asks for a new hash."""
 
+    def __init__(self, profile: str) -> None:
+        self._hasher = PasswordHasher.from_parameters(HASH_PROFILES[profile])
+        # Verified against when the account does not exist, so unknown emails cost the same time as wrong passwords.
+        self.dummy_hash = self._hash_sync("not-a-real-password-only-for-timing")
 
-def _verify_sync(password: str, hashed: str) -> tuple[bool, bool]:
-    """(matches, needs a new argon2 hash)."""
-    if hashed.startswith("$2"):
+    def _hash_sync(self, password: str) -> str:
+        return self._hasher.hash(password)
+
+    def _verify_sync(self, password: str, hashed: str) -> tuple[bool, bool]:
+        if hashed.startswith("$2"):
+            try:
+                return bcrypt.checkpw(password.encode()[:72], hashed.encode()), True
+            except ValueError:
+                return False, False
         try:
-            return bcrypt.checkpw(password.encode()[:72], hashed.encode()), True
-        except ValueError:
+            self._hasher.verify(hashed, password)
+        except (VerificationError, InvalidHashError):
             return False, False
-    try:
-        _hasher.verify(hashed, password)
-    except (VerificationError, InvalidHashError):
-        return False, False
-    return True, _hasher.check_needs_rehash(hashed)
+        return True, self._hasher.check_needs_rehash(hashed)
+
+    async def hash(self, password: str) -> str:
+        return await asyncio.get_running_loop().run_in_executor(_hash_pool, self._hash_sync, password)
+
+    async def verify(self, password: str, hashed: str) -> tuple[bool, bool]:
+        """Whether `password` matches `hashed`, and whether the hash should be replaced by a fresh one."""
+        return await asyncio.get_running_loop().run_in_executor(_hash_pool, self._verify_sync, password, hashed)
 
 
-async def hash_password(password: str) -> str:
-    return await asyncio.get_running_loop().run_in_executor(_hash_pool, _hash_sync, password)
-
-
-async def verify_password(password: str, hashed: str) -> tuple[bool, bool]:
-    """Whether `password` matches `hashed`, and whether the hash should be replaced by a fresh argon2id one."""
-    return await asyncio.get_running_loop().run_in_executor(_hash_pool, _verify_sync, password, hashed)
-
-
-# Verified against when the account does not exist, so unknown emails cost the same time as wrong passwords.
-DUMMY_HASH = _hash_sync("not-a-real-password-only-for-timing")
+@cache
+def passwords(profile: str) -> Passwords:
+    """One per profile and process (its dummy hash costs a hash)."""
+    return Passwords(profile)
 
 
 def _encode(claims: dict[str, Any], secret: str, expires: timedelta) -> str:

@@ -272,9 +272,11 @@ class UserService:
         caller: Caller | None,
         fast: Executor,
         open_session: OpenSession,
+        passwords: security.Passwords,
         found: Found[UserPublic] | None = None,
     ) -> None:
         self._caller = caller
+        self.passwords = passwords
         self.fast = fast
         self.open_session = open_session
         self.found = found
@@ -296,13 +298,13 @@ class UserService:
     async def authenticate(self, email: str, password: str) -> User | None:
         """The user with these credentials, or None. Costs the same hash work whether or not the email exists."""
         user = await self.get_by_email(email)
-        matches, needs_rehash = await security.verify_password(
-            password, user.hashed_password if user else security.DUMMY_HASH
+        matches, needs_rehash = await self.passwords.verify(
+            password, user.hashed_password if user else self.passwords.dummy_hash
         )
         if user is None or not matches:
             return None
         if needs_rehash:
-            user.hashed_password = await security.hash_password(password)
+            user.hashed_password = await self.passwords.hash(password)
             await self.repository.update(user)
         return user
 
@@ -325,7 +327,7 @@ class UserService:
     async def create_account(self, fields: dict[str, Any], duplicate_message: str) -> UserPublic:
         """One INSERT; an email whose identity is taken is refused by the unique index (also when a concurrent
         request took it a moment before), after the same hash work as a new one."""
-        hashed_password = await security.hash_password(fields.pop("password"))
+        hashed_password = await self.passwords.hash(fields.pop("password"))
         row = {
             "id": uuid7(),
             "created_at": utc_now(),
@@ -363,7 +365,7 @@ class UserService:
 
     async def change_own_password(self, current: str, new: str, keep_token_digest: str) -> None:
         """The caller's other sessions end; the token named by `keep_token_digest` stays valid."""
-        matches, _ = await security.verify_password(current, self.caller.hashed_password)
+        matches, _ = await self.passwords.verify(current, self.caller.hashed_password)
         if not matches:
             raise Rejected(INCORRECT_PASSWORD)
         if current == new:
@@ -395,7 +397,7 @@ class UserService:
         revoke_tokens = False
         events: list[tuple[AuditEvent, dict[str, Any]]] = []
         if "password" in values:
-            values["hashed_password"] = await security.hash_password(values.pop("password"))
+            values["hashed_password"] = await self.passwords.hash(values.pop("password"))
             values["kept_token_digest"] = keep_token_digest
             revoke_tokens = True
             events.append((AuditEvent.PASSWORD_RESET if reset else AuditEvent.PASSWORD_CHANGED, {}))
@@ -477,7 +479,8 @@ class ItemService:
 
 def provide_user_service(request: Request[Any, Any, Any]) -> UserService:
     found = request.state.get(READ_WITH_CALLER)
-    return UserService(request.scope.get("user"), request.app.state.executor, _session_opener(request), found)
+    state = request.app.state
+    return UserService(request.scope.get("user"), state.executor, _session_opener(request), state.passwords, found)
 
 
 def provide_item_service(request: Request[Caller, Any, Any]) -> ItemService:

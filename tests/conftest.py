@@ -34,7 +34,7 @@ from app.cli import prestart
 from app.config import Settings, load_settings
 from app.database import MIGRATIONS_DIR, sqlalchemy_config
 from app.main import create_app
-from app.security import create_access_token, hash_password
+from app.security import create_access_token, passwords
 from app.server import HttpProtocol
 from db.models import User
 
@@ -45,6 +45,31 @@ SECRET_KEY = "test-secret-key-that-is-long-enough-for-hs256"
 ENGINES = ["postgresql", "sqlite"]
 # The newest revision of our migrations: where every migrated or adopted database ends.
 MIGRATIONS_HEAD = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+
+
+# The modules whose tests take seconds each (servers in subprocesses, an image, fuzzing): collected first, so that
+# in parallel runs (`just test`) they start at once and the quick tests fill the other workers around them.
+SLOW_MODULES = [
+    "test_image.py",
+    "test_fuzz.py",
+    "test_adopt.py",
+    "test_serve.py",
+    "test_faults_redis.py",
+    "test_replicas.py",
+    "test_faults.py",
+    "test_cli.py",
+    "test_observability.py",
+    "test_server.py",
+    "test_metrics.py",
+]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def slowness(item: pytest.Item) -> int:
+        name = item.path.name
+        return SLOW_MODULES.index(name) if name in SLOW_MODULES else len(SLOW_MODULES)
+
+    items.sort(key=slowness)  # stable: each module keeps its own order
 
 
 # ---------------------------------------------------------------- databases
@@ -204,6 +229,8 @@ def make_settings(database_url: str, **overrides: str) -> Settings:
         "DB_POOL_SIZE": "5",
         "RATE_LIMIT_ENABLED": "false",
         "LOG_LEVEL": "WARNING",
+        # Thousands of logins: argon2 at its minimum (test_hardening.py checks the default profile over HTTP).
+        "PASSWORD_HASH_PROFILE": "CHEAPEST",
         **overrides,
     }
     return load_settings(environ=environ, env_file=None)
@@ -333,9 +360,9 @@ def create_account(http: httpx.Client, superuser_headers: dict[str, str], **fiel
 
 
 @cache
-def password_hash(password: str) -> str:
-    """One argon2 hash per test password for the whole run (~0.2 s each, as the app's own)."""
-    hashed: str = run(hash_password(password))
+def password_hash(password: str, profile: str = "CHEAPEST") -> str:
+    """One hash per test password and hash profile for the whole run, as the app's own."""
+    hashed: str = run(passwords(profile).hash(password))
     return hashed
 
 
@@ -345,7 +372,8 @@ def seed_account(served: Served, **fields: Any) -> Account:
     accounts and log in are tested through HTTP on their own."""
     email = fields.pop("email", random_email())
     password = fields.pop("password", "a-good-password")
-    user = User(id=uuid7(), email=email, hashed_password=password_hash(password), **fields)
+    hashed_password = password_hash(password, served.settings.PASSWORD_HASH_PROFILE)
+    user = User(id=uuid7(), email=email, hashed_password=hashed_password, **fields)
     user_id, version = user.id, 0
 
     async def insert(engine: AsyncEngine) -> None:

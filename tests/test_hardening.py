@@ -16,9 +16,10 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from app import security
+from app.config import Settings
 from app.database import sqlalchemy_config
 from app.main import create_app
-from tests.conftest import Account, LiveServer, Records, Served, login, make_settings, random_email
+from tests.conftest import Account, LiveServer, Records, Served, login, make_settings, random_email, seed_account
 from tests.test_login import post_login
 
 UserFactory = Callable[..., Account]
@@ -116,6 +117,27 @@ def test_template_bcrypt_hash_logs_in_and_is_rehashed_to_argon2(
     assert wrong.status_code == 400
 
 
+def test_passwords_are_hashed_with_rfc_9106_and_a_cheaper_hash_is_replaced_at_login(served: Served) -> None:
+    """The suite hashes with CHEAPEST (conftest); the default profile is RFC 9106's low-memory one, and a stored
+    hash of a weaker profile is replaced by one of it when its owner logs in."""
+    weak, strong = "$argon2id$v=19$m=8,t=1,p=1$", "$argon2id$v=19$m=65536,t=3,p=4$"
+    settings = make_settings(served.database.url, PASSWORD_HASH_PROFILE="RFC_9106_LOW_MEMORY")
+    assert settings.PASSWORD_HASH_PROFILE == Settings().PASSWORD_HASH_PROFILE
+
+    def stored(email: str) -> str:
+        return str(served.database.scalar('SELECT hashed_password FROM "user" WHERE email = :email', email=email))
+
+    with LiveServer(create_app(settings)) as server, httpx.Client(base_url=server.url + "/api/v1") as http:
+        email = random_email()
+        assert http.post("/users/signup", json={"email": email, "password": "signed-up-here"}).status_code == 200
+        assert stored(email).startswith(strong)
+        account = seed_account(served)
+        assert stored(account.email).startswith(weak)
+        login(http, account.email, account.password)
+        assert stored(account.email).startswith(strong)
+        login(http, account.email, account.password)
+
+
 def test_template_argon2_hash_logs_in(client: httpx.Client, user: Account, served: Served) -> None:
     from argon2 import PasswordHasher
 
@@ -181,7 +203,7 @@ def test_cors_preflight_and_credentials(client: httpx.Client) -> None:
 
 
 def test_private_route_is_absent_outside_local(served: Served) -> None:
-    settings = make_settings(served.database.url, ENVIRONMENT="staging")
+    settings = make_settings(served.database.url, ENVIRONMENT="staging", PASSWORD_HASH_PROFILE="RFC_9106_LOW_MEMORY")
     with LiveServer(create_app(settings)) as server, httpx.Client(base_url=server.url + "/api/v1") as http:
         response = http.post("/private/users/", json={"email": random_email(), "password": "x" * 8, "full_name": "x"})
         assert response.status_code == 404

@@ -162,6 +162,19 @@ def test_a_short_secret_key_only_warns_in_local() -> None:
         settings_from({"SECRET_KEY": "short", "FIRST_SUPERUSER_PASSWORD": "p"})
 
 
+@pytest.mark.parametrize("environment", ["staging", "production"])
+def test_the_cheapest_password_hashes_are_fatal_outside_local(environment: str) -> None:
+    environ = {"SECRET_KEY": "x" * 32, "FIRST_SUPERUSER_PASSWORD": "p", "ENVIRONMENT": environment}
+    with pytest.raises(SettingsError, match=r"^PASSWORD_HASH_PROFILE: CHEAPEST hashes passwords"):
+        settings_from({**environ, "PASSWORD_HASH_PROFILE": "CHEAPEST"})
+    assert settings_from(environ).PASSWORD_HASH_PROFILE == "RFC_9106_LOW_MEMORY"
+
+
+def test_the_cheapest_password_hashes_only_warn_in_local() -> None:
+    with pytest.warns(UserWarning, match="PASSWORD_HASH_PROFILE: CHEAPEST hashes passwords"):
+        settings_from({"SECRET_KEY": "x" * 32, "FIRST_SUPERUSER_PASSWORD": "p", "PASSWORD_HASH_PROFILE": "CHEAPEST"})
+
+
 def env_file_values(path: Path) -> dict[str, str]:
     """What `podman run --env-file` / `docker run --env-file` pass: `KEY=VALUE` verbatim (quotes and `#` included),
     blank lines and lines starting with `#` skipped."""
