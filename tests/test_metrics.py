@@ -213,12 +213,13 @@ def test_logins_refusals_mails_pool_and_build_across_two_workers(two_workers: Tw
     assert smtp_server.wait_for(1)
 
     deadline = time.monotonic() + 10
-    while True:  # the mail's counter moves when the SMTP server has answered, after the HTTP answer
+    while True:
+        # The mail's counter moves when the SMTP server has answered, after the HTTP answer; the pool's gauges are
+        # sampled once a second, so the last sample may be from while a request held a connection.
         after = scrape(two_workers.url)
         sent = value(after, "emails_total", kind="reset_password", outcome="sent")
-        if sent - value(before, "emails_total", kind="reset_password", outcome="sent") == 1 or (
-            time.monotonic() > deadline
-        ):
+        settled = sent - value(before, "emails_total", kind="reset_password", outcome="sent") == 1
+        if (settled and value(after, "db_pool_checked_out") == 0) or time.monotonic() > deadline:
             break
         time.sleep(0.1)
 

@@ -163,6 +163,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             "DB_TRANSACTION_POOLING": "true",
             "SECRET_KEY": SECRET_KEY,
             "ENVIRONMENT": "local",
+            "PASSWORD_HASH_PROFILE": "CHEAPEST",  # as the rest of the suite's (tests/conftest.py)
             "LOG_LEVEL": "WARNING",
             "DB_POOL_SIZE": "5",
             "REDIS_URL": "redis://127.0.0.1:6379/0",
