@@ -67,9 +67,10 @@ image tag="accounts-api:latest" *args:
     if command -v podman >/dev/null 2>&1; then set -- podman build --format docker; else set -- docker build; fi
     "$@" -f Containerfile -t "{{tag}}" --build-arg "BUILD_COMMIT=$(git rev-parse HEAD 2>/dev/null || true)" {{args}} .
 
-# Rebuild the HTML emails (app/templates/build/*.html) from their MJML sources (app/templates/src/*.mjml); commit both.
+# Rebuild the mails' HTML layout (app/templates/build/layout.html) from its MJML source (app/templates/src/layout.mjml);
+# commit both.
 emails:
-    npx --yes mjml@4.18.0 app/templates/src/*.mjml --output app/templates/build/ --config.validationLevel strict
+    npx --yes mjml@4.18.0 app/templates/src/layout.mjml --output app/templates/build/ --config.validationLevel strict
 
 # Generate a Python client (openapi-python-client) from the OpenAPI document into sdk/ (git-ignored).
 sdk:

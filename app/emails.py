@@ -1,7 +1,8 @@
 """Email rendering (minijinja, autoescaped HTML plus a plain-text part) and asynchronous SMTP delivery.
 
-The HTML templates in `templates/build/` are compiled from the MJML sources in `templates/src/` by
-`just emails`; the plain-text parts (`templates/build/*.txt`) are written by hand.
+Each mail is a template in `templates/`: its HTML part (`<kind>.html`) fills the blocks of one layout, with the
+layout's parts (`paragraph`, `button`, `footnote`), and its plain-text part (`<kind>.txt`) is written out. The layout
+(`templates/build/layout.html`) is compiled by `just emails` from its MJML source, `templates/src/layout.mjml`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from app.config import Settings
 from app.metrics import count_email
 
 log = structlog.get_logger("app.emails")
-TEMPLATES = Path(__file__).resolve().parent / "templates" / "build"
+TEMPLATES = Path(__file__).resolve().parent / "templates"
 SMTP_TIMEOUT_SECONDS = 10.0
 
 
