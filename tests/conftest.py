@@ -115,6 +115,11 @@ class Database:
 
         return run(go())
 
+    def id(self, value: str) -> uuid.UUID | bytes:
+        """An id as a raw statement binds it here: SQLite stores UUIDs as 16 bytes (advanced-alchemy's GUID)."""
+        parsed = uuid.UUID(value)
+        return parsed.bytes if self.url.startswith("sqlite") else parsed
+
     def scalar(self, sql: str, **params: Any) -> Any:
         """The first column of the first row of a query."""
 

@@ -107,7 +107,7 @@ def test_template_bcrypt_hash_logs_in_and_is_rehashed_to_argon2(
     client: httpx.Client, user: Account, served: Served
 ) -> None:
     legacy = bcrypt.hashpw(b"legacy-password", bcrypt.gensalt(rounds=4)).decode()
-    database_id = uuid.UUID(user.id).bytes if served.database.url.startswith("sqlite") else uuid.UUID(user.id)
+    database_id = served.database.id(user.id)
     served.database.run('UPDATE "user" SET hashed_password = :h WHERE id = :id', h=legacy, id=database_id)
     login(client, user.email, "legacy-password")
     stored = served.database.scalar('SELECT hashed_password FROM "user" WHERE id = :id', id=database_id)
@@ -142,7 +142,7 @@ def test_template_argon2_hash_logs_in(client: httpx.Client, user: Account, serve
     from argon2 import PasswordHasher
 
     template_style = PasswordHasher().hash("argon-password")  # the template's pwdlib argon2 default
-    database_id = uuid.UUID(user.id).bytes if served.database.url.startswith("sqlite") else uuid.UUID(user.id)
+    database_id = served.database.id(user.id)
     served.database.run('UPDATE "user" SET hashed_password = :h WHERE id = :id', h=template_style, id=database_id)
     login(client, user.email, "argon-password")
 
@@ -151,7 +151,7 @@ def test_template_argon2_hash_logs_in(client: httpx.Client, user: Account, serve
 def test_a_corrupt_stored_hash_is_a_failed_login_not_an_error(
     client: httpx.Client, user: Account, served: Served, stored: str
 ) -> None:
-    database_id = uuid.UUID(user.id).bytes if served.database.url.startswith("sqlite") else uuid.UUID(user.id)
+    database_id = served.database.id(user.id)
     served.database.run('UPDATE "user" SET hashed_password = :h WHERE id = :id', h=stored, id=database_id)
     response = client.post("/login/access-token", data={"username": user.email, "password": user.password})
     assert (response.status_code, response.json()) == (400, {"detail": "Incorrect email or password"})

@@ -195,16 +195,10 @@ def test_delete_me_deletes_the_user_and_their_items(client: httpx.Client, user: 
     assert response.json() == {"message": "User deleted successfully"}
     assert (
         served.database.scalar(
-            "SELECT count(*) FROM item WHERE title = 'mine' AND id = :id", id=_db_id(served, item["id"])
+            "SELECT count(*) FROM item WHERE title = 'mine' AND id = :id", id=served.database.id(item["id"])
         )
         == 0
     )
-
-
-def _db_id(served: Served, value: str) -> object:
-    """UUIDs are native on PostgreSQL and 16 raw bytes on SQLite."""
-    parsed = uuid.UUID(value)
-    return parsed.bytes if served.database.url.startswith("sqlite") else parsed
 
 
 def test_superuser_cannot_delete_themselves(client: httpx.Client, superuser_headers: dict[str, str]) -> None:
