@@ -47,20 +47,24 @@ ENGINES = ["postgresql", "sqlite"]
 MIGRATIONS_HEAD = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
 
 
-# The modules whose tests take seconds each (servers in subprocesses, an image, fuzzing): collected first, so that
-# in parallel runs (`just test`) they start at once and the quick tests fill the other workers around them.
+# The modules that take longest (servers in subprocesses, an image, fuzzing, hundreds of parametrized cases), longest
+# first as measured: collected first, so that in parallel runs (`just test`, a module per worker) they start at once
+# and the quick modules fill the other workers around them.
 SLOW_MODULES = [
-    "test_image.py",
-    "test_fuzz.py",
     "test_adopt.py",
-    "test_serve.py",
+    "test_hardening.py",
     "test_faults_redis.py",
-    "test_replicas.py",
+    "test_frontend_requests.py",
+    "test_fuzz.py",
+    "test_serve.py",
     "test_faults.py",
-    "test_cli.py",
+    "test_image.py",
+    "test_replicas.py",
+    "test_emails.py",
     "test_observability.py",
-    "test_server.py",
     "test_metrics.py",
+    "test_server.py",
+    "test_cli.py",
 ]
 
 
