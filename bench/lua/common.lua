@@ -80,6 +80,22 @@ function headers_with(extra)
   return merged
 end
 
+-- Where this thread starts in a list all threads share (a large prime apart), so that they do not send the same ids
+-- in step. Call from init(), where thread_index is set.
+function thread_start()
+  return (thread_index or 1) * 7919
+end
+
+-- A function that returns, call after call, the next of `values` in turn (after position `start`, 0 if omitted), and
+-- a count that grows by one a call (for unique bodies). Make it in init().
+function in_turn(values, start)
+  local count = start or 0
+  return function()
+    count = count + 1
+    return values[count % #values + 1], count
+  end
+end
+
 -- Comma-separated values of an environment variable.
 function env_list(name)
   local values = {}

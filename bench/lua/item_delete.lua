@@ -2,14 +2,12 @@
 -- seeded for this run). Past the end of the list the ids repeat, and those answers are 404s: counted as non-2xx.
 dofile(os.getenv("BENCH_LUA_DIR") .. "/common.lua")
 
-local ids = {}
-local counter = 0
+local next_line
 
 function init(args)
-  ids = thread_lines()
+  next_line = in_turn(thread_lines())
 end
 
 function request()
-  counter = counter + 1
-  return wrk.format("DELETE", "/api/v1/items/" .. ids[(counter - 1) % #ids + 1][1])
+  return wrk.format("DELETE", "/api/v1/items/" .. next_line()[1])
 end

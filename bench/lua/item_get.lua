@@ -2,17 +2,12 @@
 dofile(os.getenv("BENCH_LUA_DIR") .. "/common.lua")
 wrk.method = "GET"
 
-local ids = {}
-for id in string.gmatch(os.getenv("BENCH_ITEM_IDS") or "", "[^,]+") do
-  table.insert(ids, id)
-end
-local next_index = 0
+local next_id
 
 function init(args)
-  next_index = (thread_index or 1) * 7919
+  next_id = in_turn(env_list("BENCH_ITEM_IDS"), thread_start())
 end
 
 function request()
-  next_index = next_index + 1
-  return wrk.format(nil, "/api/v1/items/" .. ids[next_index % #ids + 1])
+  return wrk.format(nil, "/api/v1/items/" .. next_id())
 end

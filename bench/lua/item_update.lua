@@ -2,15 +2,14 @@
 dofile(os.getenv("BENCH_LUA_DIR") .. "/common.lua")
 wrk.headers["Content-Type"] = "application/json"
 
-local ids = env_list("BENCH_ITEM_IDS")
-local counter = 0
+local next_id
 
 function init(args)
-  counter = (thread_index or 1) * 7919
+  next_id = in_turn(env_list("BENCH_ITEM_IDS"), thread_start())
 end
 
 function request()
-  counter = counter + 1
-  local body = '{"title": "Updated item ' .. counter .. '", "description": "updated by wrk"}'
-  return wrk.format("PUT", "/api/v1/items/" .. ids[counter % #ids + 1], nil, body)
+  local id, count = next_id()
+  local body = '{"title": "Updated item ' .. count .. '", "description": "updated by wrk"}'
+  return wrk.format("PUT", "/api/v1/items/" .. id, nil, body)
 end

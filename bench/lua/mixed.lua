@@ -15,7 +15,7 @@ local PATTERN = {
 local users = {}
 
 function init(args)
-  counter = (thread_index or 1) * 7919
+  counter = thread_start()
   users = thread_lines()
 end
 

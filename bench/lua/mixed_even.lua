@@ -1,19 +1,13 @@
 -- The 1-worker stall check's even mix as one caller: users_me, items_list, item_get, item_create in turn.
 dofile(os.getenv("BENCH_LUA_DIR") .. "/common.lua")
 
-local ids = {}
-for id in string.gmatch(os.getenv("BENCH_ITEM_IDS") or "", "[^,]+") do
-  table.insert(ids, id)
-end
+local ids = env_list("BENCH_ITEM_IDS")
 local counter = 0
-local post_headers = { ["Content-Type"] = "application/json" }
-for name, value in pairs(wrk.headers) do
-  post_headers[name] = value
-end
+local post_headers = headers_with({ ["Content-Type"] = "application/json" })
 local body = '{"title": "Benchmark item", "description": "written by wrk"}'
 
 function init(args)
-  counter = (thread_index or 1) * 7919
+  counter = thread_start()
 end
 
 function request()

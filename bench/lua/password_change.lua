@@ -7,19 +7,17 @@ wrk.headers["Content-Type"] = "application/json"
 
 local first = os.getenv("BENCH_PASSWORD")
 local second = os.getenv("BENCH_NEW_PASSWORD")
-local users = {}
-local counter = 0
+local users, next_user = {}, nil
 
 function init(args)
   users = thread_lines()
+  next_user = in_turn(users)
 end
 
 function request()
-  local round = math.floor(counter / #users)
-  local user = users[counter % #users + 1]
-  counter = counter + 1
+  local user, count = next_user()
   local current, new = first, second
-  if round % 2 == 1 then
+  if math.floor((count - 1) / #users) % 2 == 1 then -- every user has had a turn: round 2, the passwords swapped
     current, new = second, first
   end
   local headers = headers_with({ ["Authorization"] = "Bearer " .. user[2], ["X-User-Id"] = user[1] })

@@ -2,15 +2,13 @@
 dofile(os.getenv("BENCH_LUA_DIR") .. "/common.lua")
 wrk.headers["Content-Type"] = "application/json"
 
-local ids = env_list("BENCH_TARGET_IDS")
-local counter = 0
+local next_id
 
 function init(args)
-  counter = (thread_index or 1) * 7919
+  next_id = in_turn(env_list("BENCH_TARGET_IDS"), thread_start())
 end
 
 function request()
-  counter = counter + 1
-  local body = '{"full_name": "Updated user ' .. counter .. '"}'
-  return wrk.format("PATCH", "/api/v1/users/" .. ids[counter % #ids + 1], nil, body)
+  local id, count = next_id()
+  return wrk.format("PATCH", "/api/v1/users/" .. id, nil, '{"full_name": "Updated user ' .. count .. '"}')
 end

@@ -3,16 +3,14 @@
 dofile(os.getenv("BENCH_LUA_DIR") .. "/common.lua")
 wrk.headers["Content-Type"] = "application/json"
 
-local users = {}
-local counter = 0
+local next_user
 
 function init(args)
-  users = thread_lines()
+  next_user = in_turn(thread_lines())
 end
 
 function request()
-  counter = counter + 1
-  local user = users[counter % #users + 1]
+  local user, count = next_user()
   local headers = headers_with({ ["Authorization"] = "Bearer " .. user[2], ["X-User-Id"] = user[1] })
-  return wrk.format("PATCH", "/api/v1/users/me", headers, '{"full_name": "Renamed ' .. counter .. '"}')
+  return wrk.format("PATCH", "/api/v1/users/me", headers, '{"full_name": "Renamed ' .. count .. '"}')
 end
