@@ -16,6 +16,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 DEV_SECRET = "changethis"
 SQLITE_DEFAULT_URL = "sqlite+aiosqlite:///data/app.db"
+DEFAULT_FRONTEND_DIR = Path(__file__).parent / "frontend"
 
 
 class SettingsError(ValueError):
@@ -80,6 +81,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # argon2's parameters for new password hashes (app/security.py). CHEAPEST makes a test suite's thousands of
     # logins cheap, and makes hashes cheap to crack: a warning in local, refused elsewhere.
     PASSWORD_HASH_PROFILE: Literal["RFC_9106_LOW_MEMORY", "CHEAPEST"] = "RFC_9106_LOW_MEMORY"
+    # The built frontend served at `/` (the template's Vite build writes it to app/frontend). Unset: app/frontend
+    # when it is there, else no frontend; set: it must exist.
+    FRONTEND_DIR: str | None = None
 
     @property
     def database_url(self) -> str:
@@ -102,6 +106,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def all_cors_origins(self) -> list[str]:
         return [origin.rstrip("/") for origin in self.BACKEND_CORS_ORIGINS] + [self.FRONTEND_HOST]
+
+    @property
+    def frontend_dir(self) -> Path | None:
+        """The folder of the built frontend to serve, or None when there is none."""
+        if self.FRONTEND_DIR:
+            return Path(self.FRONTEND_DIR)
+        return DEFAULT_FRONTEND_DIR if DEFAULT_FRONTEND_DIR.is_dir() else None
 
     @property
     def log_json(self) -> bool:
@@ -165,7 +176,17 @@ def load_settings(environ: dict[str, str] | None = None, env_file: Path | None =
         raise SettingsError(f"{name}: {reason} (got {raw.get(name, '')!r})") from None
     _check_database_url(settings)
     _check_secrets(settings)
+    _check_frontend_dir(settings)
     return settings
+
+
+def _check_frontend_dir(settings: Settings) -> None:
+    if settings.FRONTEND_DIR and not Path(settings.FRONTEND_DIR).is_dir():
+        message = f"FRONTEND_DIR: {settings.FRONTEND_DIR!r} is not a folder (unset it to serve no frontend)"
+        if settings.ENVIRONMENT == "local":
+            warnings.warn(message, stacklevel=3)
+        else:
+            raise SettingsError(message)
 
 
 def _check_database_url(settings: Settings) -> None:
