@@ -3,14 +3,17 @@ set dotenv-load := false
 
 app := "app.main:create_app"
 
-# Start on the embedded SQLite database (data/app.db; or DATABASE_URL) with migrations, first superuser, auto-reload, on HOST:PORT (127.0.0.1:8000).
+# Start in development (ENVIRONMENT=local unless the environment says otherwise; .env's FASTAPI_ENV=development
+# agrees) on the embedded SQLite database (data/app.db; or DATABASE_URL) with migrations, first superuser,
+# auto-reload, on HOST:PORT (127.0.0.1:8000).
 dev:
     uv sync --quiet
-    uv run litestar --app {{app}} prestart
+    ENVIRONMENT="${ENVIRONMENT:-local}" uv run litestar --app {{app}} prestart
     @echo "API docs: http://${HOST:-127.0.0.1}:${PORT:-8000}/docs  (superuser: ${FIRST_SUPERUSER:-admin@example.com})"
-    uv run uvicorn {{app}} --factory --http app.server:HttpProtocol --reload --reload-dir app --reload-dir db --host "${HOST:-127.0.0.1}" --port "${PORT:-8000}"
+    ENVIRONMENT="${ENVIRONMENT:-local}" uv run uvicorn {{app}} --factory --http app.server:HttpProtocol --reload --reload-dir app --reload-dir db --host "${HOST:-127.0.0.1}" --port "${PORT:-8000}"
 
-# Production style: wait for the database, migrate, first superuser, then WORKERS uvicorn workers on HOST:PORT.
+# Production (unless ENVIRONMENT or FASTAPI_ENV says otherwise): wait for the database, migrate, first superuser,
+# then WORKERS uvicorn workers on HOST:PORT.
 serve:
     uv run --no-dev litestar --app {{app}} prestart
     uv run --no-dev uvicorn {{app}} --factory --host "${HOST:-0.0.0.0}" --port "${PORT:-8000}" --workers "${WORKERS:-2}" --loop uvloop --http app.server:HttpProtocol --no-access-log --timeout-graceful-shutdown 20

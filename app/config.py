@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import ssl
 import sys
 import warnings
 from functools import lru_cache
@@ -11,7 +13,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import msgspec
-from sqlalchemy.engine import make_url
+from dotenv import dotenv_values
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 DEV_SECRET = "changethis"
@@ -30,7 +33,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     SECRET_KEY: str = DEV_SECRET
     ACCESS_TOKEN_EXPIRE_MINUTES: int = 60 * 24 * 8
     FRONTEND_HOST: str = "http://localhost:5173"
-    ENVIRONMENT: Literal["local", "staging", "production"] = "local"
+    # Resolved from ENVIRONMENT and the current template's FASTAPI_ENV (see `_resolve_environment`): with neither
+    # set, production.
+    ENVIRONMENT: Literal["local", "staging", "production"] = "production"
     BACKEND_CORS_ORIGINS: list[str] = []
     SENTRY_DSN: str | None = None
     POSTGRES_SERVER: str = ""
@@ -87,13 +92,20 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def database_url(self) -> str:
-        """`DATABASE_URL` wins; then the template's `POSTGRES_*` parts; then the embedded SQLite file."""
-        if self.DATABASE_URL:
-            return self.DATABASE_URL
-        if self.POSTGRES_SERVER:
-            auth = self.POSTGRES_USER + (f":{self.POSTGRES_PASSWORD}" if self.POSTGRES_PASSWORD else "")
-            return f"postgresql+asyncpg://{auth}@{self.POSTGRES_SERVER}:{self.POSTGRES_PORT}/{self.POSTGRES_DB}"
-        return SQLITE_DEFAULT_URL
+        """The SQLAlchemy URL to connect with: `DATABASE_URL` (its scheme mapped to our driver and its libpq
+        options taken out, see `connect_args`); else the template's `POSTGRES_*` parts; else the embedded SQLite
+        file."""
+        return _database(self)[0].render_as_string(hide_password=False)
+
+    @property
+    def database_connect_args(self) -> dict[str, Any]:
+        """asyncpg's arguments for the libpq options that `DATABASE_URL` carried (`sslmode=require`, …)."""
+        return _database(self)[1]
+
+    @property
+    def database_source(self) -> str:
+        """The setting the database comes from, for messages."""
+        return "DATABASE_URL" if self.DATABASE_URL else "POSTGRES_SERVER" if self.POSTGRES_SERVER else "default"
 
     @property
     def emails_enabled(self) -> bool:
@@ -115,28 +127,25 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return DEFAULT_FRONTEND_DIR if DEFAULT_FRONTEND_DIR.is_dir() else None
 
     @property
+    def private_routes_enabled(self) -> bool:
+        """`/api/v1/private/users/` creates accounts without a token: development only."""
+        return self.ENVIRONMENT == "local"
+
+    @property
+    def sentry_enabled(self) -> bool:
+        return bool(self.SENTRY_DSN) and self.ENVIRONMENT != "local"
+
+    @property
     def log_json(self) -> bool:
         return self.LOG_JSON if self.LOG_JSON is not None else self.ENVIRONMENT != "local"
 
 
 def read_dotenv(path: Path) -> dict[str, str]:
-    """Minimal `.env` reader: KEY=VALUE lines, `#` comments (also after unquoted values), optional quotes,
-    optional `export`."""
-    values: dict[str, str] = {}
+    """A `.env` file read as the template's settings reader (pydantic-settings, through python-dotenv) reads it:
+    quotes, `export`, comments, and `${VAR}` references to the file's earlier values or the environment."""
     if not path.is_file():
-        return values
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.removeprefix("export ").partition("=")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        else:
-            value = value.split(" #", 1)[0].strip()
-        values[key.strip()] = value
-    return values
+        return {}
+    return {key: value for key, value in dotenv_values(path).items() if value is not None}
 
 
 def _parse_cors(value: str) -> list[str]:
@@ -153,20 +162,17 @@ def _parse_cors(value: str) -> list[str]:
 
 
 def load_settings(environ: dict[str, str] | None = None, env_file: Path | None = Path(".env")) -> Settings:
-    """Build settings from a `.env` file overlaid by the real environment (the environment wins)."""
-    raw: dict[str, str] = read_dotenv(env_file) if env_file else {}
-    raw.update(os.environ if environ is None else environ)
+    """Build settings from a `.env` file overlaid by the real environment (the environment wins). An empty value
+    counts as unset, in either, as in the template (`env_ignore_empty`)."""
+    raw = {key: value for key, value in (read_dotenv(env_file) if env_file else {}).items() if value != ""}
+    raw.update((key, value) for key, value in (os.environ if environ is None else environ).items() if value != "")
+    _resolve_environment(raw)
     fields = set(Settings.__struct_fields__)
     values: dict[str, Any] = {}
     for key, value in raw.items():
         if key not in fields:
             continue
-        if key == "BACKEND_CORS_ORIGINS":
-            values[key] = _parse_cors(value)
-        elif value == "" and key in _OPTIONAL_FIELDS:
-            values[key] = None
-        else:
-            values[key] = value
+        values[key] = _parse_cors(value) if key == "BACKEND_CORS_ORIGINS" else value
     try:
         settings = msgspec.convert(values, Settings, strict=False)
     except msgspec.ValidationError as exc:
@@ -174,7 +180,7 @@ def load_settings(environ: dict[str, str] | None = None, env_file: Path | None =
         name = message.rsplit("$.", 1)[-1].split("[")[0].rstrip("`") if "$." in message else "settings"
         reason = message.split(" - at ")[0]
         raise SettingsError(f"{name}: {reason} (got {raw.get(name, '')!r})") from None
-    _check_database_url(settings)
+    _database(settings)
     _check_secrets(settings)
     _check_frontend_dir(settings)
     return settings
@@ -189,29 +195,147 @@ def _check_frontend_dir(settings: Settings) -> None:
             raise SettingsError(message)
 
 
-def _check_database_url(settings: Settings) -> None:
-    """A URL SQLAlchemy cannot parse, or whose driver is unknown or not async, fails here in one line, not as a
-    traceback from the first connection. The message never repeats the URL: it may hold a password."""
-    name = "DATABASE_URL" if settings.DATABASE_URL else "POSTGRES_SERVER/POSTGRES_PORT"
-    url = settings.database_url
-    scheme = url.split(":", 1)[0]
+def _resolve_environment(raw: dict[str, str]) -> None:
+    """Both generations of the template name the environment: `ENVIRONMENT` (`local`, `staging`, `production`;
+    until 0.11) and `FASTAPI_ENV` (`development` or unset; since). Development is `local`; with neither set the
+    service runs as production, so that a deploy that says nothing gets the safe side."""
+    fastapi_env, environment = raw.get("FASTAPI_ENV"), raw.get("ENVIRONMENT")
+    if fastapi_env is None:
+        return
+    if fastapi_env != "development":
+        raise SettingsError(f"FASTAPI_ENV: 'development' or unset (got {fastapi_env!r})")
+    if environment not in (None, "local"):
+        raise SettingsError(
+            f"FASTAPI_ENV=development and ENVIRONMENT={environment} contradict each other: set only one of them"
+        )
+    raw["ENVIRONMENT"] = "local"
+
+
+# The schemes the template's DATABASE_URL may use for PostgreSQL (it rewrites them to its own driver; we to ours).
+POSTGRES_SCHEMES = {"postgres", "postgresql", "postgresql+psycopg", "postgresql+psycopg2", "postgresql+asyncpg"}
+# libpq's sslmode values, which asyncpg's `ssl` argument also takes.
+SSL_MODES = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
+# Query options asyncpg itself takes through SQLAlchemy's URL; anything else must be a libpq option translated below.
+ASYNCPG_OPTIONS = {"ssl", "direct_tls", "prepared_statement_cache_size", "statement_cache_size"}
+# The libpq options translated to asyncpg's arguments by `_libpq_options`.
+LIBPQ_OPTIONS = [
+    "sslmode",
+    "sslrootcert",
+    "sslcert",
+    "sslkey",
+    "connect_timeout",
+    "application_name",
+    "target_session_attrs",
+    "options",
+]
+
+
+def _database(settings: Settings) -> tuple[URL, dict[str, Any]]:
+    """The URL to connect to and asyncpg's arguments from its libpq options. A URL SQLAlchemy cannot parse, a driver
+    that is unknown or not async, or an option we cannot honour fails here in one line, not as a traceback from the
+    first connection. Messages never repeat the URL: it may hold a password."""
+    name = settings.database_source
+    if settings.DATABASE_URL:
+        text = settings.DATABASE_URL
+    elif settings.POSTGRES_SERVER:
+        return URL.create(
+            "postgresql+asyncpg",
+            username=settings.POSTGRES_USER,
+            password=settings.POSTGRES_PASSWORD or None,
+            host=settings.POSTGRES_SERVER,
+            port=settings.POSTGRES_PORT,
+            database=settings.POSTGRES_DB,
+        ), {}
+    else:
+        text = SQLITE_DEFAULT_URL
+    scheme = text.split(":", 1)[0]
     try:
-        dialect = make_url(url).get_dialect()
+        url = make_url(text)
+        if url.drivername in POSTGRES_SCHEMES:
+            url = url.set(drivername="postgresql+asyncpg")
+        dialect = url.get_dialect()
     except NoSuchModuleError:
         raise SettingsError(f"{name}: unknown database driver {scheme!r}") from None
     except (ArgumentError, ValueError):
-        raise SettingsError(f"{name}: not a database URL (e.g. postgresql+asyncpg://user@host:5432/app)") from None
+        raise SettingsError(f"{name}: not a database URL (e.g. postgresql://user@host:5432/app)") from None
     if not dialect.is_async:
+        raise SettingsError(f"{name}: {scheme!r} is not an async driver, use postgresql:// or sqlite+aiosqlite://")
+    if url.get_backend_name() != "postgresql":
+        return url, {}
+    return _libpq_options(url, name)
+
+
+def _libpq_options(url: URL, name: str) -> tuple[URL, dict[str, Any]]:
+    """What a hosted database's URL carries for libpq (`?sslmode=require&application_name=…`) as asyncpg's connect
+    arguments; an option with no asyncpg equivalent is refused rather than silently dropped."""
+    options = {key: value if isinstance(value, str) else value[-1] for key, value in url.query.items()}
+    args: dict[str, Any] = {}
+    server_settings: dict[str, str] = {}
+    mode = options.pop("sslmode", None)
+    certificates: dict[str, str] = {k: options.pop(k) for k in ("sslrootcert", "sslcert", "sslkey") if k in options}
+    if mode is not None and mode not in SSL_MODES:
+        raise SettingsError(f"{name}: sslmode must be one of {', '.join(sorted(SSL_MODES))} (got {mode!r})")
+    if certificates:
+        args["ssl"] = _ssl_context(mode or "prefer", certificates, name)
+    elif mode is not None:
+        args["ssl"] = mode
+    if "connect_timeout" in options:
+        value = options.pop("connect_timeout")
+        try:
+            args["timeout"] = float(value)
+        except ValueError:
+            raise SettingsError(f"{name}: connect_timeout must be a number of seconds (got {value!r})") from None
+    if "application_name" in options:
+        server_settings["application_name"] = options.pop("application_name")
+    if "target_session_attrs" in options:
+        args["target_session_attrs"] = options.pop("target_session_attrs")
+    if "options" in options:
+        server_settings.update(_server_options(options.pop("options"), name))
+    if server_settings:
+        args["server_settings"] = server_settings
+    unknown = sorted(set(options) - ASYNCPG_OPTIONS)
+    if unknown:
         raise SettingsError(
-            f"{name}: {scheme!r} is not an async driver, use postgresql+asyncpg:// or sqlite+aiosqlite://"
+            f"{name}: the option {unknown[0]!r} is not supported (supported: {', '.join(LIBPQ_OPTIONS)})"
         )
+    return url.difference_update_query(LIBPQ_OPTIONS), args
 
 
-_OPTIONAL_FIELDS = {
-    name
-    for name, default in zip(Settings.__struct_fields__, Settings.__struct_defaults__, strict=False)
-    if default is None
-}
+def _ssl_context(mode: str, certificates: dict[str, str], name: str) -> ssl.SSLContext:
+    """libpq's meaning of the modes when certificate files are named: `verify-full` checks the chain and the host
+    name, `verify-ca` the chain only, and so does `require` when a root certificate is given."""
+    if mode in ("disable", "allow", "prefer"):
+        raise SettingsError(f"{name}: certificate files need sslmode=require, verify-ca or verify-full")
+    root = certificates.get("sslrootcert")
+    try:
+        context = ssl.create_default_context(cafile=None if root in (None, "system") else root)
+        if "sslcert" in certificates:
+            context.load_cert_chain(certificates["sslcert"], certificates.get("sslkey"))
+    except (OSError, ssl.SSLError) as exc:
+        raise SettingsError(f"{name}: cannot use the certificate files ({exc.strerror or exc})") from None
+    context.check_hostname = mode == "verify-full"
+    if mode == "require" and root is None:
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _server_options(value: str, name: str) -> dict[str, str]:
+    """libpq's `options` (`-c search_path=app -c statement_timeout=5000`) as server settings."""
+    words = shlex.split(value)
+    settings: dict[str, str] = {}
+    while words:
+        word = words.pop(0)
+        if word == "-c" and words:
+            word = words.pop(0)
+        elif word.startswith(("--", "-c")):
+            word = word[2:]
+        else:
+            raise SettingsError(f"{name}: options: only -c name=value settings are supported (got {word!r})")
+        key, equals, setting = word.partition("=")
+        if not equals:
+            raise SettingsError(f"{name}: options: only -c name=value settings are supported (got {word!r})")
+        settings[key.replace("-", "_")] = setting
+    return settings
 
 
 # HS256 keys shorter than its 32-byte output make the signature easier to brute-force (RFC 7518 3.2).
@@ -219,10 +343,21 @@ MIN_SECRET_KEY_BYTES = 32
 
 
 def _check_secrets(settings: Settings) -> None:
+    # The database password that is in use: the URL's, as the current template checks it, or POSTGRES_PASSWORD.
+    database_password = (
+        ("DATABASE_URL password", make_url(settings.DATABASE_URL).password)
+        if settings.DATABASE_URL
+        else ("POSTGRES_PASSWORD", settings.POSTGRES_PASSWORD)
+    )
+    secrets = [
+        ("SECRET_KEY", settings.SECRET_KEY),
+        database_password,
+        ("FIRST_SUPERUSER_PASSWORD", settings.FIRST_SUPERUSER_PASSWORD),
+    ]
     problems = [
         f'The value of {name} is "{DEV_SECRET}", for security, please change it.'
-        for name in ("SECRET_KEY", "POSTGRES_PASSWORD", "FIRST_SUPERUSER_PASSWORD")
-        if getattr(settings, name) == DEV_SECRET
+        for name, value in secrets
+        if value == DEV_SECRET
     ]
     key_bytes = len(settings.SECRET_KEY.encode())
     if settings.SECRET_KEY != DEV_SECRET and key_bytes < MIN_SECRET_KEY_BYTES:
@@ -243,6 +378,7 @@ def _check_secrets(settings: Settings) -> None:
 def get_settings() -> Settings:
     """The process-wide settings. A bad value stops start-up with one line naming the variable."""
     try:
-        return load_settings()
+        # ENV_FILE names another file than the working folder's `.env` (one checkout, several configurations).
+        return load_settings(env_file=Path(os.environ.get("ENV_FILE") or ".env"))
     except SettingsError as exc:
         sys.exit(f"Configuration error: {exc}")

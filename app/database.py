@@ -24,6 +24,8 @@ def engine_config(settings: Settings) -> EngineConfig:
     if is_sqlite(url):
         # One file, many readers, one writer: wait for the lock instead of failing.
         return EngineConfig(connect_args={"timeout": 30}, hide_parameters=True)
+    # The URL's own options (`?sslmode=require&application_name=…`, translated in app/config.py) win over ours.
+    from_url = settings.database_connect_args
     return EngineConfig(
         # A statement's error message (logged, sent to Sentry) must not carry its values: hashes, addresses.
         hide_parameters=True,
@@ -36,8 +38,9 @@ def engine_config(settings: Settings) -> EngineConfig:
         connect_args={
             "timeout": settings.DB_CONNECT_TIMEOUT,
             "command_timeout": settings.DB_COMMAND_TIMEOUT,
-            "server_settings": {"application_name": settings.PROJECT_NAME[:63]},
             **(TRANSACTION_POOLING_ARGS if settings.DB_TRANSACTION_POOLING else {}),
+            **from_url,
+            "server_settings": {"application_name": settings.PROJECT_NAME[:63], **from_url.get("server_settings", {})},
         },
     )
 

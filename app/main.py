@@ -6,6 +6,7 @@ import gc
 from typing import Any
 
 import msgspec
+import structlog
 from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
 from litestar import Litestar, MediaType, Request, Router, get
 from litestar.config.cors import CORSConfig
@@ -17,6 +18,7 @@ from litestar.openapi.spec import Components, OAuthFlow, OAuthFlows, SecuritySch
 from litestar.routes import HTTPRoute
 from litestar.types import Message, Scope
 from opentelemetry.sdk.trace import TracerProvider
+from sqlalchemy.engine import make_url
 
 from app.api.items import ItemsController
 from app.api.login import LoginController
@@ -106,10 +108,34 @@ def freeze_startup_objects() -> None:
     gc.freeze()
 
 
+def log_configuration(settings: Settings) -> None:
+    """One line that says what this process runs as: the environment, the database's driver and host (never its
+    password) and what is switched on."""
+    database = make_url(settings.database_url)
+    switches = {
+        "private_routes": settings.private_routes_enabled,
+        "emails": settings.emails_enabled,
+        "sentry": settings.sentry_enabled,
+        "metrics": settings.METRICS_ENABLED,
+        "tracing": tracing_enabled(settings),
+        "frontend": settings.frontend_dir is not None,
+        "rate_limits": settings.RATE_LIMIT_ENABLED,
+        "redis": bool(settings.REDIS_URL),
+    }
+    structlog.get_logger("app").info(
+        "configured",
+        environment=settings.ENVIRONMENT,
+        database_driver=database.drivername,
+        database_host=f"{database.host}:{database.port or 5432}" if database.host else database.database,
+        enabled=[name for name, on in switches.items() if on],
+    )
+
+
 def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvider | None = None) -> Litestar:
     """`tracer_provider`: where spans go when tracing is on (the OTLP exporter otherwise; tests pass their own)."""
     settings = settings or get_settings()
     configure_logging(settings)
+    log_configuration(settings)
     init_sentry(settings)
     db_config = sqlalchemy_config(settings)
     fast = Executor(db_config.get_engine())
@@ -122,7 +148,7 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
         tracing.instrument(db_config.get_engine(), fast)
 
     controllers: list[Any] = [LoginController, UsersController, ItemsController, UtilsController]
-    if settings.ENVIRONMENT == "local":
+    if settings.private_routes_enabled:
         controllers.append(PrivateController)
     services = {
         "users": Provide(provide_user_service, sync_to_thread=False),

@@ -105,7 +105,7 @@ def configure_logging(settings: Settings) -> None:
 
 def init_sentry(settings: Settings) -> None:
     """Must run before the Litestar app is built: the integration patches `Litestar.__init__`."""
-    if settings.SENTRY_DSN and settings.ENVIRONMENT != "local":
+    if settings.sentry_enabled:
         sentry_sdk.init(
             dsn=settings.SENTRY_DSN,
             environment=settings.ENVIRONMENT,

@@ -68,7 +68,8 @@ def test_a_database_no_retry_can_fix_stops_at_once_with_one_line(url: str, says:
         ("postgresql+asyncpg://user:secret@host:port/app", "DATABASE_URL: not a database URL"),
         ("not a url", "DATABASE_URL: not a database URL"),
         ("mysql+nodriver://user@host/app", "DATABASE_URL: unknown database driver 'mysql+nodriver'"),
-        ("postgresql://user@host/app", "DATABASE_URL: 'postgresql' is not an async driver"),
+        ("sqlite:///data/app.db", "DATABASE_URL: 'sqlite' is not an async driver"),
+        ("postgresql://user@host/app?sslmode=sometimes", "DATABASE_URL: sslmode must be one of"),
     ],
 )
 def test_a_malformed_database_url_is_one_line_naming_the_variable(url: str, says: str) -> None:

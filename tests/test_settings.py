@@ -15,7 +15,7 @@ def settings_from(environ: dict[str, str], env_file: Path | None = None):
 
 def test_defaults_match_the_template() -> None:
     with pytest.warns(UserWarning, match="changethis"):
-        settings = settings_from({})
+        settings = settings_from({"FASTAPI_ENV": "development"})
     assert settings.API_V1_STR == "/api/v1"
     assert settings.ACCESS_TOKEN_EXPIRE_MINUTES == 11520
     assert settings.FRONTEND_HOST == "http://localhost:5173"
@@ -107,7 +107,7 @@ def test_changethis_is_fatal_outside_local(name: str) -> None:
 
 def test_changethis_only_warns_in_local() -> None:
     with pytest.warns(UserWarning, match="SECRET_KEY"):
-        settings = settings_from({"SECRET_KEY": "changethis", "FIRST_SUPERUSER_PASSWORD": "p"})
+        settings = settings_from({"SECRET_KEY": "changethis", "FIRST_SUPERUSER_PASSWORD": "p", "ENVIRONMENT": "local"})
     assert settings.SECRET_KEY == "changethis"
 
 
@@ -159,7 +159,7 @@ def test_a_short_secret_key_is_fatal_outside_local(environment: str) -> None:
 
 def test_a_short_secret_key_only_warns_in_local() -> None:
     with pytest.warns(UserWarning, match="SECRET_KEY: 5 bytes is too short"):
-        settings_from({"SECRET_KEY": "short", "FIRST_SUPERUSER_PASSWORD": "p"})
+        settings_from({"SECRET_KEY": "short", "FIRST_SUPERUSER_PASSWORD": "p", "FASTAPI_ENV": "development"})
 
 
 @pytest.mark.parametrize("environment", ["staging", "production"])
@@ -172,7 +172,14 @@ def test_the_cheapest_password_hashes_are_fatal_outside_local(environment: str) 
 
 def test_the_cheapest_password_hashes_only_warn_in_local() -> None:
     with pytest.warns(UserWarning, match="PASSWORD_HASH_PROFILE: CHEAPEST hashes passwords"):
-        settings_from({"SECRET_KEY": "x" * 32, "FIRST_SUPERUSER_PASSWORD": "p", "PASSWORD_HASH_PROFILE": "CHEAPEST"})
+        settings_from(
+            {
+                "SECRET_KEY": "x" * 32,
+                "FIRST_SUPERUSER_PASSWORD": "p",
+                "PASSWORD_HASH_PROFILE": "CHEAPEST",
+                "ENVIRONMENT": "local",
+            }
+        )
 
 
 def env_file_values(path: Path) -> dict[str, str]:
@@ -191,3 +198,222 @@ def test_env_example_reads_the_same_as_a_dotenv_and_as_a_container_env_file() ->
     assert settings.ENVIRONMENT == "local"
     assert settings.PROJECT_NAME == "Full Stack FastAPI Project"
     assert settings.BACKEND_CORS_ORIGINS == ["http://localhost", "http://localhost:5173"]
+
+
+# ---------------------------------------------------------------- both generations of the template
+
+SAFE = {"SECRET_KEY": LONG_SECRET, "FIRST_SUPERUSER_PASSWORD": "p"}
+
+
+def test_with_no_environment_named_the_service_is_production() -> None:
+    settings = settings_from(SAFE)
+    assert settings.ENVIRONMENT == "production"
+    assert settings.private_routes_enabled is False
+    assert settings.log_json is True
+
+
+@pytest.mark.parametrize("name", ["SECRET_KEY", "FIRST_SUPERUSER_PASSWORD"])
+def test_with_no_environment_named_the_dev_secrets_are_fatal(name: str) -> None:
+    with pytest.raises(SettingsError, match=f'^The value of {name} is "changethis"'):
+        settings_from({**SAFE, name: "changethis"})
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({"FASTAPI_ENV": "development"}, "local"),
+        ({"FASTAPI_ENV": "development", "ENVIRONMENT": "local"}, "local"),
+        ({"ENVIRONMENT": "local"}, "local"),
+        ({"ENVIRONMENT": "staging"}, "staging"),
+        ({"ENVIRONMENT": "production"}, "production"),
+        ({"FASTAPI_ENV": ""}, "production"),  # empty is unset, as the template reads it
+    ],
+)
+def test_fastapi_env_development_means_environment_local(environ: dict[str, str], expected: str) -> None:
+    settings = settings_from({**SAFE, **environ})
+    assert settings.ENVIRONMENT == expected
+    assert settings.private_routes_enabled is (expected == "local")
+
+
+@pytest.mark.parametrize("environment", ["staging", "production"])
+def test_contradicting_environments_are_one_line_naming_both(environment: str) -> None:
+    with pytest.raises(SettingsError) as error:
+        settings_from({**SAFE, "FASTAPI_ENV": "development", "ENVIRONMENT": environment})
+    message = str(error.value)
+    assert message.startswith(f"FASTAPI_ENV=development and ENVIRONMENT={environment} contradict each other")
+    assert "\n" not in message
+
+
+def test_fastapi_env_takes_only_development() -> None:
+    with pytest.raises(SettingsError, match=r"^FASTAPI_ENV: 'development' or unset \(got 'production'\)$"):
+        settings_from({**SAFE, "FASTAPI_ENV": "production"})
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://app:pw@db.example:6432/app",
+        "postgres://app:pw@db.example:6432/app",
+        "postgresql+psycopg://app:pw@db.example:6432/app",
+        "postgresql+psycopg2://app:pw@db.example:6432/app",
+        "postgresql+asyncpg://app:pw@db.example:6432/app",
+    ],
+)
+def test_the_template_s_postgres_urls_map_to_asyncpg(url: str) -> None:
+    settings = settings_from({**SAFE, "DATABASE_URL": url})
+    assert settings.database_url == "postgresql+asyncpg://app:pw@db.example:6432/app"
+    assert settings.database_connect_args == {}
+
+
+def test_libpq_options_become_asyncpg_arguments() -> None:
+    url = (
+        "postgresql://app:pw@db.example/app?sslmode=require&application_name=accounts&connect_timeout=7"
+        "&target_session_attrs=read-write&options=-c%20search_path%3Dapp%20-c%20statement_timeout%3D5000"
+    )
+    settings = settings_from({**SAFE, "DATABASE_URL": url})
+    assert settings.database_url == "postgresql+asyncpg://app:pw@db.example/app"
+    assert settings.database_connect_args == {
+        "ssl": "require",
+        "timeout": 7.0,
+        "target_session_attrs": "read-write",
+        "server_settings": {"application_name": "accounts", "search_path": "app", "statement_timeout": "5000"},
+    }
+
+
+def test_verifying_modes_make_an_ssl_context_that_verifies() -> None:
+    import ssl
+
+    url = "postgresql://app@db.example/app?sslmode=verify-full&sslrootcert=system"
+    context = settings_from({**SAFE, "DATABASE_URL": url}).database_connect_args["ssl"]
+    assert isinstance(context, ssl.SSLContext)
+    assert context.verify_mode == ssl.CERT_REQUIRED
+    assert context.check_hostname is True
+    url = "postgresql://app@db.example/app?sslmode=verify-ca&sslrootcert=system"
+    context = settings_from({**SAFE, "DATABASE_URL": url}).database_connect_args["ssl"]
+    assert (context.verify_mode, context.check_hostname) == (ssl.CERT_REQUIRED, False)
+
+
+@pytest.mark.parametrize(
+    ("query", "says"),
+    [
+        ("channel_binding=require", "DATABASE_URL: the option 'channel_binding' is not supported"),
+        ("gssencmode=disable", "DATABASE_URL: the option 'gssencmode' is not supported"),
+        ("sslmode=sometimes", "DATABASE_URL: sslmode must be one of"),
+        ("connect_timeout=soon", "DATABASE_URL: connect_timeout must be a number of seconds (got 'soon')"),
+        ("sslmode=require&sslrootcert=/no/such/ca.pem", "DATABASE_URL: cannot use the certificate files"),
+        ("sslmode=prefer&sslrootcert=/no/such/ca.pem", "DATABASE_URL: certificate files need sslmode=require"),
+        ("options=--search_path", "DATABASE_URL: options: only -c name=value settings are supported"),
+    ],
+)
+def test_an_option_we_cannot_honour_is_one_line_naming_it(query: str, says: str) -> None:
+    with pytest.raises(SettingsError) as error:
+        settings_from({**SAFE, "DATABASE_URL": f"postgresql://app:secret-pw@db.example/app?{query}"})
+    message = str(error.value)
+    assert message.startswith(says), message
+    assert "\n" not in message
+    assert "secret-pw" not in message
+
+
+def test_the_database_url_password_is_checked_like_the_other_secrets() -> None:
+    url = "postgresql://postgres:changethis@localhost:5432/app"
+    with pytest.raises(SettingsError, match=r'^The value of DATABASE_URL password is "changethis"'):
+        settings_from({**SAFE, "DATABASE_URL": url})
+    with pytest.warns(UserWarning, match="DATABASE_URL password"):
+        settings_from({**SAFE, "DATABASE_URL": url, "FASTAPI_ENV": "development"})
+    # The URL's password is the one in use: POSTGRES_PASSWORD (the database container's) is not checked beside it.
+    settings_from({**SAFE, "DATABASE_URL": "postgresql://postgres:long-enough@localhost/app"})
+
+
+def test_dotenv_values_expand_references_as_the_template_s_reader_does(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text(
+        "POSTGRES_PASSWORD=s3cret-password\n"
+        "DATABASE_URL=postgresql://postgres:${POSTGRES_PASSWORD}@localhost:5432/app\n"
+        "SMTP_PASSWORD=pa$word\n"
+        "SMTP_HOST=${UNSET_VARIABLE:-mail.example.com}\n"
+    )
+    values = read_dotenv(env_file)
+    assert values["DATABASE_URL"] == "postgresql://postgres:s3cret-password@localhost:5432/app"
+    # Only `${…}` is a reference, as python-dotenv (the template's reader) has it: a `$` in a password stays.
+    assert values["SMTP_PASSWORD"] == "pa$word"
+    assert values["SMTP_HOST"] == "mail.example.com"
+    settings = settings_from(SAFE, env_file)
+    assert settings.database_url == "postgresql+asyncpg://postgres:s3cret-password@localhost:5432/app"
+
+
+# The variables of the template's own `.env` at 68adb40d (after 0.12.0) and at the June commit f459c20a, as a new
+# user has them; the comments are left out.
+CURRENT_TEMPLATE_ENV = """\
+FASTAPI_ENV=development
+PROJECT_NAME="Full Stack FastAPI Project"
+SECRET_KEY=changethis
+FIRST_SUPERUSER=admin@example.com
+FIRST_SUPERUSER_PASSWORD=changethis
+SMTP_HOST=localhost
+EMAILS_FROM_EMAIL=info@example.com
+SMTP_TLS=False
+SMTP_PORT=1025
+POSTGRES_PASSWORD=changethis
+DATABASE_URL=postgresql://postgres:${POSTGRES_PASSWORD}@localhost:5432/app
+"""
+JUNE_TEMPLATE_ENV = """\
+DOMAIN=localhost
+FRONTEND_HOST=http://localhost:5173
+ENVIRONMENT=local
+PROJECT_NAME="Full Stack FastAPI Project"
+STACK_NAME=full-stack-fastapi-project
+BACKEND_CORS_ORIGINS="http://localhost,http://localhost:5173,https://localhost,https://localhost:5173,http://localhost.tiangolo.com"
+SECRET_KEY=changethis
+FIRST_SUPERUSER=admin@example.com
+FIRST_SUPERUSER_PASSWORD=changethis
+SMTP_HOST=
+SMTP_USER=
+SMTP_PASSWORD=
+EMAILS_FROM_EMAIL=info@example.com
+SMTP_TLS=True
+SMTP_SSL=False
+SMTP_PORT=587
+POSTGRES_SERVER=localhost
+POSTGRES_PORT=5432
+POSTGRES_DB=app
+POSTGRES_USER=postgres
+POSTGRES_PASSWORD=changethis
+SENTRY_DSN=
+DOCKER_IMAGE_BACKEND=backend
+DOCKER_IMAGE_FRONTEND=frontend
+"""
+
+
+def test_the_current_template_s_env_reads_as_development_on_postgresql(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text(CURRENT_TEMPLATE_ENV)
+    with pytest.warns(UserWarning) as warned:
+        settings = settings_from({}, env_file)
+    assert {str(warning.message).split(" is ")[0] for warning in warned} == {
+        "The value of SECRET_KEY",
+        "The value of DATABASE_URL password",
+        "The value of FIRST_SUPERUSER_PASSWORD",
+    }
+    assert settings.ENVIRONMENT == "local"
+    assert settings.database_url == "postgresql+asyncpg://postgres:changethis@localhost:5432/app"
+    assert (settings.SMTP_HOST, settings.SMTP_PORT, settings.SMTP_TLS) == ("localhost", 1025, False)
+    assert settings.all_cors_origins == ["http://localhost:5173"]
+
+
+def test_the_current_template_s_env_deployed_without_fastapi_env_stops_at_its_dev_secret(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text(CURRENT_TEMPLATE_ENV.replace("FASTAPI_ENV=development\n", ""))
+    with pytest.raises(SettingsError, match=r'^The value of SECRET_KEY is "changethis"'):
+        settings_from({}, env_file)
+
+
+def test_the_june_template_s_env_reads_as_before(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text(JUNE_TEMPLATE_ENV)
+    with pytest.warns(UserWarning, match="changethis"):
+        settings = settings_from({}, env_file)
+    assert settings.ENVIRONMENT == "local"
+    assert settings.database_url == "postgresql+asyncpg://postgres:changethis@localhost:5432/app"
+    assert settings.SMTP_HOST is None
+    assert settings.all_cors_origins[-1] == "http://localhost:5173"
+    assert "http://localhost.tiangolo.com" in settings.all_cors_origins
