@@ -231,8 +231,7 @@ def test_with_no_environment_named_the_dev_secrets_are_fatal(name: str) -> None:
 )
 def test_fastapi_env_development_means_environment_local(environ: dict[str, str], expected: str) -> None:
     settings = settings_from({**SAFE, **environ})
-    assert settings.ENVIRONMENT == expected
-    assert settings.private_routes_enabled is (expected == "local")
+    assert (settings.ENVIRONMENT, settings.private_routes_enabled) == (expected, expected == "local")
 
 
 @pytest.mark.parametrize("environment", ["staging", "production"])
@@ -387,7 +386,7 @@ DOCKER_IMAGE_FRONTEND=frontend
 def test_the_current_template_s_env_reads_as_development_on_postgresql(tmp_path: Path) -> None:
     env_file = tmp_path / ".env"
     env_file.write_text(CURRENT_TEMPLATE_ENV)
-    with pytest.warns(UserWarning) as warned:
+    with pytest.warns(UserWarning, match="changethis") as warned:
         settings = settings_from({}, env_file)
     assert {str(warning.message).split(" is ")[0] for warning in warned} == {
         "The value of SECRET_KEY",
