@@ -5,18 +5,29 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import msgspec
 from litestar import Litestar
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import ResponseSpec
-from litestar.openapi.spec import Components, OpenAPIMediaType, OpenAPIResponse, Operation, Parameter, Reference, Schema
+from litestar.openapi.spec import (
+    Components,
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    Operation,
+    Parameter,
+    PathItem,
+    Reference,
+    Schema,
+)
 from litestar.openapi.spec.enums import OpenAPIType
 from litestar.params import KwargDefinition
 from litestar.routes import HTTPRoute
 from litestar.types import Method
 
+from app import schemas
 from app.auth import EXCLUDE_FROM_AUTH, requires_superuser
 from app.errors import INACTIVE_USER, INVALID_CREDENTIALS, NOT_AUTHENTICATED, NOT_ENOUGH_PRIVILEGES, USER_NOT_FOUND
-from app.schemas import HTTPError
+from app.schemas import OPENAPI_MARKS, HTTPError
 
 SECURITY_SCHEME = "OAuth2PasswordBearer"
 
@@ -28,10 +39,13 @@ _VALIDATION_ERROR = Schema(
         "loc": Schema(
             title="Location",
             type=OpenAPIType.ARRAY,
-            items=Schema(one_of=[Schema(type=OpenAPIType.STRING), Schema(type=OpenAPIType.INTEGER)]),
+            items=Schema(any_of=[Schema(type=OpenAPIType.STRING), Schema(type=OpenAPIType.INTEGER)]),
         ),
         "msg": Schema(title="Message", type=OpenAPIType.STRING),
         "type": Schema(title="Error Type", type=OpenAPIType.STRING),
+        # What each of our 422 errors carries too, as pydantic's do (FastAPI documents them so).
+        "input": Schema(title="Input"),
+        "ctx": Schema(title="Context", type=OpenAPIType.OBJECT),
     },
 )
 _HTTP_VALIDATION_ERROR = Schema(
@@ -107,6 +121,136 @@ def _exact_integer_bounds(operation: Operation, handler: HTTPRouteHandler) -> No
             parameter.schema.minimum = bounds.ge
 
 
+# The template's routers in the order its app includes them: its document lists their paths in this order (and
+# generated SDKs their classes), each router's in the order of its handlers (ours are declared in the same order).
+TAG_ORDER = ("login", "users", "utils", "items", "private")
+# Paths (under the API prefix) the template's document spells with a trailing slash, as its routes are declared. We
+# serve both spellings; generated clients call the documented one.
+SLASHED_PATHS = frozenset(
+    {"/items", "/users", "/private/users", "/reset-password", "/utils/test-email", "/utils/health-check"}
+)
+SUCCESSFUL_RESPONSE = "Successful Response"  # FastAPI's description of a route's own status
+# A constraint of a string's value: pydantic writes it on the union's member it constrains, not beside the union.
+_MEMBER_CONSTRAINTS = ("max_length", "min_length", "pattern", "format")
+
+
+def pydantic_title(name: str) -> str:
+    """The title pydantic gives a field (and FastAPI an operation's summary): `owner_id` → `Owner Id`."""
+    return name.title().replace("_", " ")
+
+
+def _marks(field_type: msgspec.inspect.Type) -> dict[str, Any]:
+    """The `documented(...)` marks of a struct field (see app/schemas.py), also inside a union."""
+    if isinstance(field_type, msgspec.inspect.Metadata):
+        return dict((field_type.extra or {}).get(OPENAPI_MARKS) or {})
+    if isinstance(field_type, msgspec.inspect.UnionType):
+        for member in field_type.types:
+            if found := _marks(member):
+                return found
+    return {}
+
+
+def _with_null(prop: Schema) -> None:
+    """`X` (or a union of one member) documented as `X | null`."""
+    null = Schema(type=OpenAPIType.NULL)
+    if prop.one_of is not None:
+        if not any(isinstance(member, Schema) and member.type == OpenAPIType.NULL for member in prop.one_of):
+            prop.one_of = [*prop.one_of, null]
+        return
+    member = Schema(type=prop.type, format=prop.format)
+    prop.type = prop.format = None
+    prop.one_of = [member, null]
+
+
+def _as_any_of(prop: Schema) -> None:
+    """A union as pydantic writes it: `anyOf`, a string's constraints on its member (`format: password` stays beside
+    the union: FastAPI's login form declares it on the field), a union of one member as that member."""
+    if prop.one_of is None:
+        return
+    members = list(prop.one_of)
+    prop.one_of = None
+    values = [member for member in members if not (isinstance(member, Schema) and member.type == OpenAPIType.NULL)]
+    if len(values) == 1 and isinstance(values[0], Schema):
+        for key in _MEMBER_CONSTRAINTS:
+            value = getattr(prop, key)
+            if value is None or (key == "format" and value == "password"):
+                continue
+            setattr(values[0], key, value)
+            setattr(prop, key, None)
+        if len(members) == 1:
+            prop.type, prop.format = values[0].type, values[0].format
+            for key in _MEMBER_CONSTRAINTS:
+                setattr(prop, key, getattr(values[0], key))
+            return
+    prop.any_of = members
+
+
+def _as_the_templates_component(component: Schema, struct: type[msgspec.Struct] | None) -> None:
+    """A component as FastAPI (pydantic 2) documents the template's model of that name: titled fields, unions as
+    `anyOf`, `required` in field order, and what the struct's `documented(...)` marks say."""
+    info = msgspec.inspect.type_info(struct) if struct is not None else None
+    fields = info.fields if isinstance(info, msgspec.inspect.StructType) else ()
+    marks = {field.encode_name: _marks(field.type) for field in fields}
+    required = set(component.required or [])
+    properties = component.properties or {}
+    for name, prop in properties.items():
+        if not isinstance(prop, Schema):
+            continue
+        mark = marks.get(name, {})
+        if mark.get("nullable"):
+            _with_null(prop)
+        _as_any_of(prop)
+        if mark.get("optional"):
+            required.discard(name)
+            if mark.get("default") is not None:
+                prop.default = mark["default"]
+        if prop.title is None:
+            prop.title = pydantic_title(name)
+    component.required = [name for name in properties if name in required] or None
+
+
+def _structs() -> dict[str, type[msgspec.Struct]]:
+    """app/schemas.py's structs by component name (the login form's is not its class's)."""
+    return {
+        value.__name__: value
+        for value in vars(schemas).values()
+        if isinstance(value, type) and issubclass(value, msgspec.Struct)
+    }
+
+
+def _as_the_templates_operation(operation: Operation, handler: HTTPRouteHandler) -> None:
+    """FastAPI's summary (the handler's name as a title), success description, parameter titles, and the title of an
+    inline response schema."""
+    operation.summary = pydantic_title(handler.handler_name)
+    for parameter in operation.parameters or []:
+        if isinstance(parameter, Parameter) and isinstance(parameter.schema, Schema) and parameter.schema.title is None:
+            parameter.schema.title = pydantic_title(parameter.name)
+    for status, response in (operation.responses or {}).items():
+        if not isinstance(response, OpenAPIResponse) or not status.startswith("2"):
+            continue
+        response.description = SUCCESSFUL_RESPONSE
+        response.headers = response.headers or None
+        json_body = (response.content or {}).get("application/json")
+        if json_body is not None and isinstance(json_body.schema, Schema) and json_body.schema.title is None:
+            json_body.schema.title = pydantic_title(f"Response_{operation.operation_id}")
+
+
+def _in_the_templates_order(app: Litestar, paths: dict[str, PathItem]) -> dict[str, PathItem]:
+    """The template's order of paths (its routers' order, then its handlers'), each spelt as its document spells it."""
+    prefix = app.state.settings.API_V1_STR
+    place: dict[str, tuple[int, int]] = {}
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute) or route.path_format not in paths:
+            continue
+        for handler in route.route_handlers:
+            tags = handler.resolve_tags()
+            tag = TAG_ORDER.index(tags[0]) if tags and tags[0] in TAG_ORDER else len(TAG_ORDER)
+            line = handler.fn.__code__.co_firstlineno if hasattr(handler.fn, "__code__") else 0
+            place[route.path_format] = min(place.get(route.path_format, (tag, line)), (tag, line))
+    ordered = sorted(paths, key=lambda path: place.get(path, (len(TAG_ORDER) + 1, 0)))
+    return {path + ("/" if path.removeprefix(prefix) in SLASHED_PATHS else ""): paths[path] for path in ordered}
+
+
 def openapi_fixups(app: Litestar) -> None:
     """Document validation failures as the 422 `HTTPValidationError` we answer (Litestar documents a 400), the
     `{"detail": ...}` errors of authentication before those each handler declares, and mark every route that needs a
@@ -117,6 +261,10 @@ def openapi_fixups(app: Litestar) -> None:
     schemas["ValidationError"] = _VALIDATION_ERROR
     schemas["HTTPValidationError"] = _HTTP_VALIDATION_ERROR
     schemas["HTTPError"] = _HTTP_ERROR
+    structs = _structs()
+    for name, component in schemas.items():
+        if isinstance(component, Schema) and name not in ("ValidationError", "HTTPValidationError", "HTTPError"):
+            _as_the_templates_component(component, structs.get(name))
     components.schemas = dict(sorted(schemas.items()))
     schema.components = components
 
@@ -143,5 +291,7 @@ def openapi_fixups(app: Litestar) -> None:
                 _document_preceding_errors(responses, authenticated, superuser_only)
                 operation.responses = dict(sorted(responses.items()))
                 _exact_integer_bounds(operation, handler)
+                _as_the_templates_operation(operation, handler)
                 if authenticated:
                     operation.security = [{SECURITY_SCHEME: []}]
+    schema.paths = _in_the_templates_order(app, dict(schema.paths or {}))

@@ -18,6 +18,25 @@ Password = Annotated[str, Meta(min_length=8, max_length=128)]
 FullName = Annotated[str, Meta(max_length=255)]
 Title = Annotated[str, Meta(min_length=1, max_length=255)]
 Description = Annotated[str, Meta(max_length=255)]
+# How the template's document describes a field where it says more than our type does (app/openapi.py writes it;
+# msgspec ignores `Meta.extra`, so nothing is decoded or encoded differently):
+# - nullable: `X | null`, as pydantic documents the template's `X | None = None` fields. We answer a null 422 there (the
+#   contract's [better]: the template answered 500), but clients generated from the template's document type these
+#   fields as nullable, so ours must too.
+# - optional (showing `default` when given): not required, as the template's response models declare them, although
+#   every response of ours carries the field. Our structs keep them required: rows become structs positionally.
+OPENAPI_MARKS = "openapi"
+
+
+def documented(*, nullable: bool = False, optional: bool = False, default: Any = None) -> Meta:
+    return Meta(extra={OPENAPI_MARKS: {"nullable": nullable, "optional": optional, "default": default}})
+
+
+NULLABLE = documented(nullable=True)
+OPTIONAL = documented(optional=True)
+# The login form's secrets, as FastAPI's `OAuth2PasswordRequestForm` documents them.
+SECRET_SCHEMA = {"format": "password"}
+Secret = Annotated[str, Meta(extra_json_schema={"extra": SECRET_SCHEMA})]
 # `skip`/`limit` must fit the databases' signed 64-bit integers: a larger one made them answer 500.
 PAGE_MAX = 2**63 - 1
 
@@ -39,12 +58,12 @@ class NewPassword(Struct):
 # What the API shows of a user: all of `UserPublic`, and the start of `Caller` (frozen, as both). No docstrings on the
 # response structs: the OpenAPI document would take them as descriptions.
 class ShownUser(Struct, frozen=True):
-    email: str
-    is_active: bool
-    is_superuser: bool
-    full_name: str | None
+    email: Email
+    is_active: Annotated[bool, documented(optional=True, default=True)]
+    is_superuser: Annotated[bool, documented(optional=True, default=False)]
+    full_name: Annotated[FullName, OPTIONAL] | None
     id: UUID
-    created_at: datetime
+    created_at: Annotated[datetime, documented(optional=True, nullable=True)]
 
 
 # A class of its own: a `Caller` is never a `UserPublic`, so no response can carry the caller's secrets.
@@ -97,16 +116,16 @@ class UserRegister(WithEmail, Struct):
 
 
 class UserUpdate(WithEmail, Struct):
-    email: Email | UnsetType = UNSET
-    is_active: bool | UnsetType = UNSET
-    is_superuser: bool | UnsetType = UNSET
+    email: Annotated[Email, NULLABLE] | UnsetType = UNSET
+    is_active: Annotated[bool, NULLABLE] | UnsetType = UNSET
+    is_superuser: Annotated[bool, NULLABLE] | UnsetType = UNSET
     full_name: FullName | UnsetType | None = UNSET
-    password: Password | UnsetType = UNSET
+    password: Annotated[Password, NULLABLE] | UnsetType = UNSET
 
 
 class UserUpdateMe(WithEmail, Struct):
     full_name: FullName | UnsetType | None = UNSET
-    email: Email | UnsetType = UNSET
+    email: Annotated[Email, NULLABLE] | UnsetType = UNSET
 
 
 class UpdatePassword(Struct):
@@ -122,11 +141,11 @@ class PrivateUserCreate(WithEmail, Struct):
 
 
 class ItemPublic(Struct):
-    title: str
-    description: str | None
+    title: Title
+    description: Annotated[Description, OPTIONAL] | None
     id: UUID
     owner_id: UUID
-    created_at: datetime
+    created_at: Annotated[datetime, documented(optional=True, nullable=True)]
 
 
 class ItemsPublic(Struct):
@@ -140,19 +159,19 @@ class ItemCreate(Struct):
 
 
 class ItemUpdate(Struct):
-    title: Title | UnsetType = UNSET
+    title: Annotated[Title, NULLABLE] | UnsetType = UNSET
     description: Description | UnsetType | None = UNSET
 
 
-class LoginForm(Struct):
-    """The OAuth2 password form."""
+class LoginForm(Struct, kw_only=True):
+    """The OAuth2 password form, its fields in the order of FastAPI's `OAuth2PasswordRequestForm`."""
 
-    username: str
-    password: str
     grant_type: Annotated[str, Meta(pattern="^password$")] | None = None
+    username: str
+    password: Secret
     scope: str = ""
     client_id: str | None = None
-    client_secret: str | None = None
+    client_secret: Secret | None = None
 
 
 # The template's component name (not a valid identifier), which generated SDKs use as the model name.

@@ -23,7 +23,10 @@ def documented_methods(served: Served) -> dict[str, set[str]]:
     """Path template → the methods the OpenAPI document gives it, plus OPTIONS (every path answers it)."""
     with httpx.Client() as http:
         paths = http.get(f"{served.url}/api/v1/openapi.json").json()["paths"]
-    return {path: {method.upper() for method in operations} | {"OPTIONS"} for path, operations in paths.items()}
+    # Some paths are spelt with a trailing slash, as the template's document spells them; the route is the same.
+    return {
+        path.rstrip("/"): {method.upper() for method in operations} | {"OPTIONS"} for path, operations in paths.items()
+    }
 
 
 def routed_methods(served: Served) -> dict[str, set[str]]:
