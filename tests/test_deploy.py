@@ -56,8 +56,12 @@ def test_the_compose_stack_is_valid_and_wired_like_the_template(files: list[str]
         unknown = set(services[name]["environment"]) - SETTINGS
         assert not unknown, f"{name}: {unknown} are no settings of the app"
     if "compose.dev.yaml" in files:
-        assert services["backend"]["environment"]["SMTP_HOST"] == "mailcatcher"
-        assert "mailcatcher" in services
+        assert services["backend"]["environment"]["SMTP_HOST"] == "mailpit"
+        assert services["mailpit"]["image"].endswith("axllent/mailpit:latest")
+        assert services["backend"]["environment"]["ENVIRONMENT"] == "local"
+    else:
+        # .env's DATABASE_URL (the host's localhost) must not win over the stack's own database.
+        assert services["backend"]["environment"]["DATABASE_URL"] == ""
 
 
 def test_the_caddyfile_proxies_to_the_backend_and_checks_readiness() -> None:

@@ -193,11 +193,16 @@ def test_env_example_reads_the_same_as_a_dotenv_and_as_a_container_env_file() ->
     example = Path(__file__).resolve().parent.parent / ".env.example"
     verbatim = env_file_values(example)
     assert verbatim == read_dotenv(example)
-    with pytest.warns(UserWarning, match="changethis"):  # its dev secrets, as in `local` they only warn
+    with pytest.warns(UserWarning, match="changethis"):  # its dev secrets, as in development they only warn
         settings = settings_from(verbatim)
     assert settings.ENVIRONMENT == "local"
     assert settings.PROJECT_NAME == "Full Stack FastAPI Project"
-    assert settings.BACKEND_CORS_ORIGINS == ["http://localhost", "http://localhost:5173"]
+    assert settings.all_cors_origins == ["http://localhost:5173"]
+    assert settings.database_url == SQLITE_DEFAULT_URL
+    # Without its first line it is a production configuration, which its dev secrets stop.
+    without_development = {key: value for key, value in verbatim.items() if key != "FASTAPI_ENV"}
+    with pytest.raises(SettingsError, match="changethis"):
+        settings_from(without_development)
 
 
 # ---------------------------------------------------------------- both generations of the template
