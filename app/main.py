@@ -30,6 +30,7 @@ from app.cli import AdminCLIPlugin
 from app.config import Settings, get_settings
 from app.database import sqlalchemy_config
 from app.errors import exception_handlers
+from app.frontend import Frontend
 from app.metrics import Metrics, metrics_endpoint
 from app.observability import configure_logging, init_sentry, log_response, request_logging
 from app.openapi import SECURITY_SCHEME, openapi_fixups, operation_id
@@ -158,7 +159,13 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
 
     app = Litestar(
         route_handlers=[api, openapi_json, redoc, *([metrics_endpoint(metrics)] if metrics else [])],
-        plugins=[SQLAlchemyPlugin(config=db_config), AdminCLIPlugin(), *([tracing.plugin] if tracing else [])],
+        plugins=[
+            SQLAlchemyPlugin(config=db_config),
+            AdminCLIPlugin(),
+            *([tracing.plugin] if tracing else []),
+            # The built frontend at `/`, behind every route (README "Deployment").
+            *([Frontend(settings.frontend_dir)] if settings.frontend_dir else []),
+        ],
         dependencies={
             "settings": Provide(lambda: settings, sync_to_thread=False, use_cache=True),
             "rate_limiter": Provide(lambda: rate_limiter, sync_to_thread=False, use_cache=True),
