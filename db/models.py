@@ -7,7 +7,7 @@ from uuid import UUID
 
 from advanced_alchemy.base import AdvancedDeclarativeBase, CommonTableAttributes
 from advanced_alchemy.types import GUID, DateTimeUTC
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String
+from sqlalchemy import Boolean, Column, ForeignKey, Index, Integer, String, Table
 from sqlalchemy.ext.asyncio import AsyncAttrs
 from sqlalchemy.orm import Mapped, mapped_column, validates
 from uuid_utils.compat import uuid7
@@ -40,7 +40,9 @@ class User(Base):
     )
 
     email: Mapped[str] = mapped_column(String(255))
-    # email_identity(email), kept in step by `_set_email_key` on every write through the ORM.
+    # email_identity(email), kept in step by `_set_email_key` on every write through the ORM. A writer that knows only
+    # the template's columns leaves it out: a trigger (migration 0005) fills it for a plain ASCII address and refuses
+    # any other. (On SQLite the column has DEFAULT '', the trigger's "not given"; PostgreSQL's is NULL.)
     email_key: Mapped[str] = mapped_column(String(EMAIL_KEY_LENGTH))
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     is_superuser: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -69,3 +71,8 @@ class Item(Base):
 
 
 metadata = Base.metadata
+
+# The triggers' scratch (migration 0005): a statement that sets user.email_key itself notes the row's id here before
+# the row changes, so that the trigger that fills the key leaves a given one alone (SQL has no other way to tell "set
+# to the same value" from "not set"); it takes the note away again, so the table is empty outside a statement.
+user_email_key_given = Table("user_email_key_given", metadata, Column("user_id", GUID, primary_key=True))
