@@ -53,6 +53,7 @@ MIGRATIONS_HEAD = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
 SLOW_MODULES = [
     "test_adopt.py",
     "test_hardening.py",
+    "test_template_client.py",
     "test_faults_redis.py",
     "test_frontend_requests.py",
     "test_fuzz.py",
