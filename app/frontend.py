@@ -31,7 +31,7 @@ from litestar import HttpMethod, Request, Response, Router, head, route
 from litestar.config.app import AppConfig
 from litestar.datastructures import URL, Headers, MutableScopeHeaders
 from litestar.enums import ScopeType
-from litestar.exceptions import MethodNotAllowedException, NotFoundException
+from litestar.exceptions import InternalServerException, MethodNotAllowedException, NotFoundException
 from litestar.file_system import BaseLocalFileSystem
 from litestar.middleware import DefineMiddleware
 from litestar.plugins import InitPlugin
@@ -39,7 +39,13 @@ from litestar.response.base import ASGIResponse
 from litestar.response.file import ASGIFileResponse
 from litestar.response.redirect import ASGIRedirectResponse
 from litestar.static_files import StaticFiles, create_static_files_router
-from litestar.status_codes import HTTP_200_OK, HTTP_304_NOT_MODIFIED, HTTP_307_TEMPORARY_REDIRECT, HTTP_404_NOT_FOUND
+from litestar.status_codes import (
+    HTTP_200_OK,
+    HTTP_304_NOT_MODIFIED,
+    HTTP_307_TEMPORARY_REDIRECT,
+    HTTP_404_NOT_FOUND,
+    HTTP_500_INTERNAL_SERVER_ERROR,
+)
 from litestar.types import ASGIApp, ExceptionHandlersMap, HTTPResponseStartEvent, Message, Receive, Scope, Send
 
 from app.auth import EXCLUDE_FROM_AUTH
@@ -106,30 +112,32 @@ class Frontend(InitPlugin):
             include_in_schema=False,
             opt={EXCLUDE_FROM_AUTH: True, FRONTEND: True},
             middleware=[DefineMiddleware(FrontendHeaders, frontend=self)],
-            # A path through a file (`/index.html/x`) or too long for the file system is a path with no file.
-            exception_handlers={OSError: self.on_os_error},
+            # Under the status code, as the app's own 500 handler is.
+            exception_handlers={HTTP_500_INTERNAL_SERVER_ERROR: self.on_server_error},
         )
 
+    async def _lookup(self, path: str | PurePath, kind: str) -> tuple[Path, Any] | None:
+        """The `kind` ("file", "directory") at URL path `path` under the build (never outside it), with its info."""
+        try:
+            found, info = await self.files.get_fs_info(self.files.directories, Path(*PurePath(path).parts[1:]))
+        except InternalServerException as exc:
+            if _is_no_such_path(exc):
+                return None
+            raise
+        return (found, info) if found is not None and info is not None and info["type"] == kind else None
+
     async def file(self, path: str | PurePath) -> tuple[Path, Any] | None:
-        """The file at `path` under the build (never outside it), with its info, or None."""
-        found, info = await self.files.get_fs_info(self.files.directories, Path(*PurePath(path).parts[1:]))
-        return (found, info) if found is not None and info is not None and info["type"] == "file" else None
+        return await self._lookup(path, "file")
+
+    async def is_folder(self, path: str) -> bool:
+        return await self._lookup(path, "directory") is not None
 
     async def resource(self, path: str) -> tuple[Path, Any] | None:
         """What a GET of `path` serves: the file, or a folder's index.html."""
-        try:
-            found = await self.file(path)
-            if found is None and await self.is_folder(path):
-                found = await self.file(f"{path.rstrip('/')}/index.html")
-        except OSError as exc:
-            if not _is_no_such_path(exc):
-                raise
-            return None
+        found = await self.file(path)
+        if found is None and await self.is_folder(path):
+            found = await self.file(f"{path.rstrip('/')}/index.html")
         return found
-
-    async def is_folder(self, path: str) -> bool:
-        found, info = await self.files.get_fs_info(self.files.directories, Path(*PurePath(path).parts[1:]))
-        return found is not None and info is not None and info["type"] == "directory"
 
     def on_not_found(self, request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
         handler = request.scope.get("route_handler")
@@ -142,8 +150,10 @@ class Frontend(InitPlugin):
         # A path routing could not place never went through the router's middleware: it goes through it here.
         return _Answer(fallback if routed_here else FrontendHeaders(fallback, self, folders=False))
 
-    def on_os_error(self, request: Request[Any, Any, Any], exc: OSError) -> Response[Any]:
-        if _is_no_such_path(exc):
+    def on_server_error(self, request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+        """A path through a file (`/index.html/x`) or too long for the file system has no file: Litestar's file
+        system adapter reports it as a 500."""
+        if isinstance(exc, InternalServerException) and _is_no_such_path(exc):
             return self.on_not_found(request, NotFoundException())
         return self._app_handler(request, exc)
 
@@ -224,14 +234,8 @@ class FrontendHeaders:
         raw_path: bytes = scope.get("raw_path") or b""
         if not raw_path or raw_path.endswith(b"/") or scope["path"] == "/":
             return False
-        try:
-            return (
-                await self.frontend.is_folder(scope["path"]) and await self.frontend.resource(scope["path"]) is not None
-            )
-        except OSError as exc:
-            if _is_no_such_path(exc):
-                return False
-            raise
+        path: str = scope["path"]
+        return await self.frontend.is_folder(path) and await self.frontend.resource(path) is not None
 
 
 class _Reply:
@@ -387,5 +391,9 @@ def _is_text(media_type: str, path: str) -> bool:
     return media_type.startswith("text/") or media_type in TEXT_TYPES or PurePath(path).suffix in TEXT_SUFFIXES
 
 
-def _is_no_such_path(exc: OSError) -> bool:
-    return isinstance(exc, FileNotFoundError | NotADirectoryError) or exc.errno == errno.ENAMETOOLONG
+def _is_no_such_path(exc: InternalServerException) -> bool:
+    """Litestar's file system adapter wraps what the file system said."""
+    cause = exc.__cause__
+    return isinstance(cause, FileNotFoundError | NotADirectoryError) or (
+        isinstance(cause, OSError) and cause.errno == errno.ENAMETOOLONG
+    )
