@@ -420,6 +420,31 @@ def test_a_token_the_template_issued_keeps_working(template_database: Callable[[
     assert me.json()["email"] == "bob@example.com"
 
 
+def test_the_templates_own_writes_keep_working_after_the_adoption(template_database: Callable[[str], Database]) -> None:
+    """Its initial_data, crud or an admin script write "user" without email_key: migration 0005's trigger fills it."""
+    database = template_database("fe56fa70289e")
+    adopt_by_prestart(database)
+    triggers = "SELECT string_agg(tgname, ',' ORDER BY tgname) FROM pg_trigger WHERE tgrelid = '\"user\"'::regclass"
+    assert database.scalar(triggers + " AND NOT tgisinternal") == "user_email_key_1_given,user_email_key_2_fill"
+
+    database.run(
+        'INSERT INTO "user" (id, email, is_active, is_superuser, full_name, hashed_password, created_at) '
+        "VALUES (:id, :email, true, false, NULL, :hash, now())",
+        id=uuid.uuid4(),
+        email="Dave@Example.com",
+        hash=argon2_hash("dave-password"),
+    )
+    database.run("UPDATE \"user\" SET email = 'David@Example.com' WHERE email = 'Dave@Example.com'")
+    assert database.scalar("SELECT email_key FROM \"user\" WHERE email = 'David@Example.com'") == "david@example.com"
+
+    settings = make_settings(database.url)
+    with LiveServer(create_app(settings)) as server, httpx.Client(base_url=server.url + settings.API_V1_STR) as http:
+        headers = login(http, "david@example.com", "dave-password")
+        assert http.get("/users/me", headers=headers).json()["email"] == "David@Example.com"
+        refused = http.post("/login/access-token", data={"username": "dave@example.com", "password": "dave-password"})
+        assert refused.status_code == 400
+
+
 @pytest.mark.parametrize("revision", ["d98dd8ec85a3", "1a31ce608336", "fe56fa70289e"])
 def test_just_serve_adopts_a_template_database(template_database: Callable[[str], Database], revision: str) -> None:
     database = template_database(revision)
