@@ -98,12 +98,12 @@ def fuzz(target: FuzzTarget, caller: Caller) -> dict[str, Any]:
 
 # Chains the stateful phase must be able to follow: a created resource read, changed and deleted by its id.
 CONTRACT_LINKS = {
-    "POST /api/v1/items -> GET /api/v1/items/{id}",
-    "POST /api/v1/items -> PUT /api/v1/items/{id}",
-    "POST /api/v1/items -> DELETE /api/v1/items/{id}",
-    "POST /api/v1/users -> GET /api/v1/users/{user_id}",
-    "POST /api/v1/users -> PATCH /api/v1/users/{user_id}",
-    "POST /api/v1/users -> DELETE /api/v1/users/{user_id}",
+    "POST /api/v1/items/ -> GET /api/v1/items/{id}",
+    "POST /api/v1/items/ -> PUT /api/v1/items/{id}",
+    "POST /api/v1/items/ -> DELETE /api/v1/items/{id}",
+    "POST /api/v1/users/ -> GET /api/v1/users/{user_id}",
+    "POST /api/v1/users/ -> PATCH /api/v1/users/{user_id}",
+    "POST /api/v1/users/ -> DELETE /api/v1/users/{user_id}",
 }
 
 
