@@ -421,3 +421,13 @@ def test_the_june_template_s_env_reads_as_before(tmp_path: Path) -> None:
     assert settings.SMTP_HOST is None
     assert settings.all_cors_origins[-1] == "http://localhost:5173"
     assert "http://localhost.tiangolo.com" in settings.all_cors_origins
+
+
+def test_a_frontend_dir_that_does_not_exist_is_one_line(tmp_path: Path) -> None:
+    missing = str(tmp_path / "dist")
+    with pytest.raises(SettingsError, match=r"^FRONTEND_DIR: '.*dist' is not a folder"):
+        settings_from({**SAFE, "FRONTEND_DIR": missing})
+    with pytest.warns(UserWarning, match=r"^FRONTEND_DIR: '.*dist' is not a folder"):
+        settings_from({**SAFE, "FRONTEND_DIR": missing, "FASTAPI_ENV": "development"})
+    (tmp_path / "dist").mkdir()
+    assert settings_from({**SAFE, "FRONTEND_DIR": missing}).frontend_dir == Path(missing)
