@@ -168,6 +168,14 @@ def prepare(url: str) -> None:
 
 
 @pytest.fixture
+def postgres_database() -> Iterator[Database]:
+    """A fresh, empty PostgreSQL database of the test's own; dropped afterwards."""
+    url = create_postgres_database()
+    yield Database(url)
+    drop_postgres_database(url)
+
+
+@pytest.fixture
 def migrated_database() -> Iterator[str]:
     """A fresh PostgreSQL database of the test's own, prepared as `just serve` prepares one; dropped afterwards."""
     url = create_postgres_database()

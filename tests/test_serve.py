@@ -4,7 +4,6 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -17,18 +16,9 @@ from tests.conftest import (
     SUPERUSER_PASSWORD,
     Database,
     children_of,
-    create_postgres_database,
-    drop_postgres_database,
     free_port,
     login,
 )
-
-
-@pytest.fixture
-def postgres_database() -> Iterator[Database]:
-    url = create_postgres_database()
-    yield Database(url)
-    drop_postgres_database(url)
 
 
 def worker_processes(master: int) -> list[int]:

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -23,20 +22,11 @@ from tests.conftest import (
     SECRET_KEY,
     Database,
     LiveServer,
-    create_postgres_database,
-    drop_postgres_database,
     free_port,
     login,
     random_email,
 )
 from tests.test_settings import CURRENT_TEMPLATE_ENV, JUNE_TEMPLATE_ENV
-
-
-@pytest.fixture
-def postgres_database() -> Iterator[Database]:
-    url = create_postgres_database()
-    yield Database(url)
-    drop_postgres_database(url)
 
 
 def clean_environment(**environ: str) -> dict[str, str]:
