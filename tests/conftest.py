@@ -51,6 +51,7 @@ MIGRATIONS_HEAD = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
 # first as measured: collected first, so that in parallel runs (`just test`, a module per worker) they start at once
 # and the quick modules fill the other workers around them.
 SLOW_MODULES = [
+    "test_soak.py",
     "test_adopt.py",
     "test_hardening.py",
     "test_template_client.py",
