@@ -12,8 +12,10 @@ from datetime import UTC, datetime
 from email.header import Header
 from email.headerregistry import Address
 from email.message import EmailMessage
+from email.policy import Policy
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
+from typing import Any
 
 import aiosmtplib
 import msgspec
@@ -87,13 +89,43 @@ def http_header_value(subject: str) -> str:
     return subject if subject.isascii() else Header(subject, "utf-8").encode(maxlinelen=0)
 
 
+class _Verbatim:
+    """A header the email policy writes as it is given, neither parsed nor refolded from a parse. The policy's
+    parser decodes RFC 2047 encoded words even in an address, where RFC 2047 forbids them: the stored address
+    `=?utf-8?b?…?=@example.com` would go out as `To: x, victim@evil.co, y@example.com`. With `encoded`, the value
+    is written as RFC 2047 encoded words, which decode to exactly the value (text that only looks like an
+    encoded word included)."""
+
+    def __init__(self, name: str, value: str, encoded: bool = False) -> None:
+        if "\r" in value or "\n" in value:
+            raise ValueError(f"a line break in the {name} header")
+        self.name, self.value, self.encoded = name, value, encoded
+
+    def fold(self, *, policy: Policy[Any]) -> str:
+        """The whole header line, as the policy's own header objects fold themselves."""
+        value = self.value
+        if self.encoded:
+            value = Header(value, "utf-8", header_name=self.name).encode(linesep=policy.linesep)
+        return f"{self.name}: {value}{policy.linesep}"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def _subject(subject: str) -> str | _Verbatim:
+    """Our subjects carry the recipient's address as stored: one that looks like an encoded word is encoded, so
+    that mail clients show it as stored rather than what it decodes to."""
+    return _Verbatim("Subject", subject, encoded=True) if "=?" in subject else subject
+
+
 def build_message(settings: Settings, to: str, email: Email) -> EmailMessage:
-    """A multipart/alternative message: the plain-text part first, the HTML part preferred by capable clients."""
+    """A multipart/alternative message: the plain-text part first, the HTML part preferred by capable clients.
+    The recipient's header is the address exactly as stored (see `_Verbatim`), as the envelope's is."""
     sender = settings.EMAILS_FROM_EMAIL or ""
     message = EmailMessage()
-    message["Subject"] = email.subject
+    message["Subject"] = _subject(email.subject)
     message["From"] = Address(display_name=settings.emails_from_name, addr_spec=sender)
-    message["To"] = to
+    message["To"] = _Verbatim("To", to)
     message["Date"] = format_datetime(datetime.now(UTC))
     # An explicit domain: without one, `make_msgid` asks the resolver for this host's name, blocking the loop.
     message["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2] or "localhost")

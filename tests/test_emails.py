@@ -3,6 +3,7 @@ recovery email's HTML, the test email, the new-account email, and a mail server 
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
 import socket
@@ -14,6 +15,7 @@ from datetime import timedelta
 from email.header import decode_header, make_header
 from email.message import EmailMessage
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -578,3 +580,38 @@ def test_a_hanging_mail_server_slows_no_request(
             failures = logs.wait_for("email not sent", 4)
     assert max(timings) < emails.SMTP_TIMEOUT_SECONDS / 2, timings
     assert {event["recipient_domain"] for event in failures} == {"example.com"}
+
+
+# ---------------------------------------------------------------- headers written as stored
+
+
+def raw_header(message: EmailMessage, name: str) -> list[str]:
+    """The header's values as the server received them (the parsed view decodes RFC 2047 encoded words)."""
+    return [str(value) for key, value in message.raw_items() if key.lower() == name.lower()]
+
+
+def test_an_address_that_looks_like_an_encoded_word_is_written_as_stored(
+    client: httpx.Client, mailbox: Mailbox, superuser_headers: dict[str, str]
+) -> None:
+    # Decoded, this local part reads `x, victim@evil.co, y`: a header written from the decoded form would name
+    # three recipients. The envelope never did; the To header must not either. A long domain makes the header
+    # longer than a line, which the email policy would otherwise refold from its (decoding) parse.
+    word = "=?utf-8?b?" + base64.b64encode(b"x, victim@evil.co, y").decode() + "?="
+    email = f"{word}@{uuid.uuid4().hex[:8]}-a-rather-long-subdomain-name.example.com"
+    created = client.post("/users/", json={"email": email, "password": "a-good-password"}, headers=superuser_headers)
+    assert created.status_code == 200, created.text
+    assert created.json()["email"] == email
+    assert client.post(f"/password-recovery/{quote(email)}").json() == RECOVERY_SENT
+    subjects = {f"{PROJECT} - New account for user {email}", recovery_subject(email)}
+    deadline = time.monotonic() + 5
+    received: list[EmailMessage] = []
+    while len(received) < 2 and time.monotonic() < deadline:
+        received = [message for message in mailbox.messages if raw_header(message, "To") == [email]]
+        time.sleep(0.02)
+    assert len(received) == 2, [list(m.raw_items()) for m in mailbox.messages]
+    for message in received:
+        assert all("evil.co" not in value for key, value in message.raw_items() if key.lower() != "subject")
+        # The subject, which names the address, is encoded words that decode to it as stored.
+        assert "evil.co" not in raw_header(message, "Subject")[0]
+        assert str(make_header(decode_header(raw_header(message, "Subject")[0].replace("\r\n", "")))) in subjects
+    assert {str(message["Subject"]) for message in received} == subjects
