@@ -48,6 +48,9 @@ from db.identity import email_identity
 from db.models import Base, Item, User, utc_now
 
 OpenSession = Callable[[], AsyncSession]
+# Beside the contract's SUPERUSER_SELF_DELETE, in its words: what the template allowed and we refuse [better].
+SUPERUSER_SELF_DEMOTE = "Super users are not allowed to demote themselves"
+SUPERUSER_SELF_DEACTIVATE = "Super users are not allowed to deactivate themselves"
 
 
 def user_public(user: User) -> UserPublic:
@@ -351,7 +354,14 @@ class UserService:
         return created
 
     async def update(self, user_id: UUID, changes: dict[str, Any], not_found: str) -> UserPublic:
-        """By a superuser; the user as it was comes from the caller's own statement (ReadWithCaller)."""
+        """By a superuser; the user as it was comes from the caller's own statement (ReadWithCaller). A superuser
+        may neither demote nor deactivate themself, as they may not delete themself: the last one would lock
+        administration out."""
+        if user_id == self.caller.id:
+            if changes.get("is_superuser") is False:
+                raise Forbidden(SUPERUSER_SELF_DEMOTE)
+            if changes.get("is_active") is False:
+                raise Forbidden(SUPERUSER_SELF_DEACTIVATE)
         if self.found is not None and self.found.row_id == user_id:
             before = self.found.row
         else:

@@ -211,6 +211,46 @@ def test_superuser_cannot_delete_themselves(client: httpx.Client, superuser_head
     assert by_id.json() == {"detail": "Super users are not allowed to delete themselves"}
 
 
+@pytest.mark.parametrize(
+    ("change", "detail"),
+    [
+        ({"is_superuser": False}, "Super users are not allowed to demote themselves"),
+        ({"is_active": False}, "Super users are not allowed to deactivate themselves"),
+        ({"full_name": "Renamed", "is_active": False}, "Super users are not allowed to deactivate themselves"),
+    ],
+)
+def test_superuser_cannot_demote_or_deactivate_themselves(
+    client: httpx.Client, new_account: UserFactory, change: dict, detail: str
+) -> None:
+    # A superuser of the test's own: were the refusal missing, the session's superuser would be left alone.
+    admin = new_account(is_superuser=True, full_name="Admin")
+    response = client.patch(f"/users/{admin.id}", json=change, headers=admin.headers)
+    assert response.status_code == 403
+    assert response.json() == {"detail": detail}
+    me = client.get("/users/me", headers=admin.headers)  # nothing changed, and the token still works
+    assert me.status_code == 200
+    assert (me.json()["is_superuser"], me.json()["is_active"], me.json()["full_name"]) == (True, True, "Admin")
+    # What keeps them a superuser, and anything else, is fine.
+    kept = {"is_superuser": True, "is_active": True, "full_name": "Still Admin"}
+    response = client.patch(f"/users/{admin.id}", json=kept, headers=admin.headers)
+    assert response.status_code == 200, response.text
+    assert response.json()["full_name"] == "Still Admin"
+    # /users/me cannot change these fields at all: they are ignored.
+    response = client.patch("/users/me", json={"is_superuser": False, "is_active": False}, headers=admin.headers)
+    assert response.status_code == 200
+    assert (response.json()["is_superuser"], response.json()["is_active"]) == (True, True)
+
+
+def test_another_superuser_can_demote_and_deactivate_a_superuser(
+    client: httpx.Client, superuser_headers: dict[str, str], new_account: UserFactory
+) -> None:
+    admin = new_account(is_superuser=True)
+    response = client.patch(f"/users/{admin.id}", json={"is_superuser": False}, headers=superuser_headers)
+    assert (response.status_code, response.json()["is_superuser"]) == (200, False)
+    response = client.patch(f"/users/{admin.id}", json={"is_active": False}, headers=superuser_headers)
+    assert (response.status_code, response.json()["is_active"]) == (200, False)
+
+
 def test_signup_creates_a_normal_active_user_and_ignores_extra_fields(client: httpx.Client) -> None:
     email = random_email()
     response = client.post(
