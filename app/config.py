@@ -340,6 +340,8 @@ def _server_options(value: str, name: str) -> dict[str, str]:
 
 # HS256 keys shorter than its 32-byte output make the signature easier to brute-force (RFC 7518 3.2).
 MIN_SECRET_KEY_BYTES = 32
+# The API's rule for passwords (app/schemas.py's `Password`, in characters), which the first superuser's obeys too.
+PASSWORD_MIN_LENGTH, PASSWORD_MAX_LENGTH = 8, 128
 
 
 def _check_secrets(settings: Settings) -> None:
@@ -364,6 +366,13 @@ def _check_secrets(settings: Settings) -> None:
         problems.append(
             f"SECRET_KEY: {key_bytes} bytes is too short to sign tokens, use at least {MIN_SECRET_KEY_BYTES} "
             "(e.g. the output of `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+        )
+    length = len(settings.FIRST_SUPERUSER_PASSWORD)
+    if not PASSWORD_MIN_LENGTH <= length <= PASSWORD_MAX_LENGTH:
+        bound = "short" if length < PASSWORD_MIN_LENGTH else "long"
+        problems.append(
+            f"FIRST_SUPERUSER_PASSWORD: {length} characters is too {bound}: the API takes passwords of "
+            f"{PASSWORD_MIN_LENGTH} to {PASSWORD_MAX_LENGTH} characters"
         )
     if settings.PASSWORD_HASH_PROFILE == "CHEAPEST":
         problems.append("PASSWORD_HASH_PROFILE: CHEAPEST hashes passwords with argon2's minimum, for tests only")

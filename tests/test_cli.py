@@ -79,3 +79,14 @@ def test_a_malformed_database_url_is_one_line_naming_the_variable(url: str, says
     assert len(lines) == 1, lines
     assert lines[0].startswith(f"Configuration error: {says}"), lines
     assert "secret" not in lines[0]
+
+
+def test_a_first_superuser_password_the_api_would_refuse_stops_prestart_with_one_line() -> None:
+    done, _ = prestart_command(FIRST_SUPERUSER_PASSWORD="x", DATABASE_URL=f"sqlite+aiosqlite:///{ROOT}/no-such.db")
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    assert done.returncode != 0
+    assert lines == [
+        "Configuration error: FIRST_SUPERUSER_PASSWORD: 1 characters is too short: the API takes passwords of 8 to "
+        "128 characters"
+    ], lines
+    assert not (ROOT / "no-such.db").exists()  # stopped before any database work

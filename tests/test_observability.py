@@ -31,7 +31,7 @@ print("SENTRY", sentry_sdk.get_client().is_active(), file=sys.stderr)
 def run_probe(**environ: str) -> tuple[list[str], str]:
     base = {
         "SECRET_KEY": "a-secret-key-of-at-least-32-bytes!",
-        "FIRST_SUPERUSER_PASSWORD": "p",
+        "FIRST_SUPERUSER_PASSWORD": "a-first-superuser-password",
         "POSTGRES_PASSWORD": "p",
     }
     result = subprocess.run(

@@ -7,6 +7,7 @@ import pytest
 from app.config import SQLITE_DEFAULT_URL, SettingsError, load_settings, read_dotenv
 
 LONG_SECRET = "a-secret-key-of-at-least-32-bytes!"
+FIRST_PASSWORD = "a-first-superuser-password"
 
 
 def settings_from(environ: dict[str, str], env_file: Path | None = None):
@@ -32,7 +33,7 @@ def test_values_are_converted_from_strings() -> None:
     settings = settings_from(
         {
             "SECRET_KEY": LONG_SECRET,
-            "FIRST_SUPERUSER_PASSWORD": "p",
+            "FIRST_SUPERUSER_PASSWORD": FIRST_PASSWORD,
             "ACCESS_TOKEN_EXPIRE_MINUTES": "5",
             "SMTP_TLS": "false",
             "SMTP_HOST": "mail.example.com",
@@ -56,7 +57,7 @@ def test_values_are_converted_from_strings() -> None:
 )
 def test_cors_origins_accept_comma_separated_or_json(value: str, expected: list[str]) -> None:
     settings = settings_from(
-        {"BACKEND_CORS_ORIGINS": value, "SECRET_KEY": LONG_SECRET, "FIRST_SUPERUSER_PASSWORD": "p"}
+        {"BACKEND_CORS_ORIGINS": value, "SECRET_KEY": LONG_SECRET, "FIRST_SUPERUSER_PASSWORD": FIRST_PASSWORD}
     )
     assert settings.all_cors_origins == [*expected, settings.FRONTEND_HOST]
 
@@ -68,7 +69,7 @@ def test_postgres_parts_build_the_url_and_database_url_wins() -> None:
         "POSTGRES_PASSWORD": "pw",
         "POSTGRES_DB": "appdb",
         "SECRET_KEY": LONG_SECRET,
-        "FIRST_SUPERUSER_PASSWORD": "p",
+        "FIRST_SUPERUSER_PASSWORD": FIRST_PASSWORD,
     }
     assert settings_from(parts).database_url == "postgresql+asyncpg://app:pw@db:5432/appdb"
     explicit = "sqlite+aiosqlite:///elsewhere.db"
@@ -88,7 +89,7 @@ def test_postgres_parts_build_the_url_and_database_url_wins() -> None:
 )
 def test_a_malformed_value_names_the_variable(name: str, value: str) -> None:
     with pytest.raises(SettingsError) as error:
-        settings_from({name: value, "SECRET_KEY": LONG_SECRET, "FIRST_SUPERUSER_PASSWORD": "p"})
+        settings_from({name: value, "SECRET_KEY": LONG_SECRET, "FIRST_SUPERUSER_PASSWORD": FIRST_PASSWORD})
     assert str(error.value).startswith(f"{name}:")
     assert "\n" not in str(error.value)
 
@@ -97,7 +98,7 @@ def test_a_malformed_value_names_the_variable(name: str, value: str) -> None:
 def test_changethis_is_fatal_outside_local(name: str) -> None:
     environ = {
         "SECRET_KEY": LONG_SECRET,
-        "FIRST_SUPERUSER_PASSWORD": "p",
+        "FIRST_SUPERUSER_PASSWORD": FIRST_PASSWORD,
         "ENVIRONMENT": "production",
         name: "changethis",
     }
@@ -107,7 +108,9 @@ def test_changethis_is_fatal_outside_local(name: str) -> None:
 
 def test_changethis_only_warns_in_local() -> None:
     with pytest.warns(UserWarning, match="SECRET_KEY"):
-        settings = settings_from({"SECRET_KEY": "changethis", "FIRST_SUPERUSER_PASSWORD": "p", "ENVIRONMENT": "local"})
+        settings = settings_from(
+            {"SECRET_KEY": "changethis", "FIRST_SUPERUSER_PASSWORD": FIRST_PASSWORD, "ENVIRONMENT": "local"}
+        )
     assert settings.SECRET_KEY == "changethis"
 
 
@@ -115,7 +118,7 @@ def test_dotenv_is_read_and_the_environment_wins(tmp_path: Path) -> None:
     env_file = tmp_path / ".env"
     env_file.write_text(
         "# comment\nENVIRONMENT=local  # inline comment\nPROJECT_NAME='From Dotenv'\n"
-        "export SMTP_PORT=2525\nSECRET_KEY=file-secret\nFIRST_SUPERUSER_PASSWORD=p\n"
+        "export SMTP_PORT=2525\nSECRET_KEY=file-secret\nFIRST_SUPERUSER_PASSWORD=first-password\n"
     )
     settings = settings_from({"SECRET_KEY": "env-secret"}, env_file)
     assert settings.PROJECT_NAME == "From Dotenv"
@@ -126,7 +129,7 @@ def test_dotenv_is_read_and_the_environment_wins(tmp_path: Path) -> None:
 
 def test_empty_optional_values_mean_unset() -> None:
     settings = settings_from(
-        {"SENTRY_DSN": "", "SMTP_HOST": "", "SECRET_KEY": LONG_SECRET, "FIRST_SUPERUSER_PASSWORD": "p"}
+        {"SENTRY_DSN": "", "SMTP_HOST": "", "SECRET_KEY": LONG_SECRET, "FIRST_SUPERUSER_PASSWORD": FIRST_PASSWORD}
     )
     assert settings.SENTRY_DSN is None
     assert settings.SMTP_HOST is None
@@ -150,7 +153,7 @@ def test_startup_stops_with_one_line_naming_the_variable() -> None:
 
 @pytest.mark.parametrize("environment", ["staging", "production"])
 def test_a_short_secret_key_is_fatal_outside_local(environment: str) -> None:
-    environ = {"SECRET_KEY": "x" * 31, "FIRST_SUPERUSER_PASSWORD": "p", "ENVIRONMENT": environment}
+    environ = {"SECRET_KEY": "x" * 31, "FIRST_SUPERUSER_PASSWORD": FIRST_PASSWORD, "ENVIRONMENT": environment}
     with pytest.raises(SettingsError, match=r"^SECRET_KEY: 31 bytes is too short") as error:
         settings_from(environ)
     assert "\n" not in str(error.value)
@@ -159,12 +162,12 @@ def test_a_short_secret_key_is_fatal_outside_local(environment: str) -> None:
 
 def test_a_short_secret_key_only_warns_in_local() -> None:
     with pytest.warns(UserWarning, match="SECRET_KEY: 5 bytes is too short"):
-        settings_from({"SECRET_KEY": "short", "FIRST_SUPERUSER_PASSWORD": "p", "FASTAPI_ENV": "development"})
+        settings_from({"SECRET_KEY": "short", "FIRST_SUPERUSER_PASSWORD": FIRST_PASSWORD, "FASTAPI_ENV": "development"})
 
 
 @pytest.mark.parametrize("environment", ["staging", "production"])
 def test_the_cheapest_password_hashes_are_fatal_outside_local(environment: str) -> None:
-    environ = {"SECRET_KEY": "x" * 32, "FIRST_SUPERUSER_PASSWORD": "p", "ENVIRONMENT": environment}
+    environ = {"SECRET_KEY": "x" * 32, "FIRST_SUPERUSER_PASSWORD": FIRST_PASSWORD, "ENVIRONMENT": environment}
     with pytest.raises(SettingsError, match=r"^PASSWORD_HASH_PROFILE: CHEAPEST hashes passwords"):
         settings_from({**environ, "PASSWORD_HASH_PROFILE": "CHEAPEST"})
     assert settings_from(environ).PASSWORD_HASH_PROFILE == "RFC_9106_LOW_MEMORY"
@@ -175,7 +178,7 @@ def test_the_cheapest_password_hashes_only_warn_in_local() -> None:
         settings_from(
             {
                 "SECRET_KEY": "x" * 32,
-                "FIRST_SUPERUSER_PASSWORD": "p",
+                "FIRST_SUPERUSER_PASSWORD": FIRST_PASSWORD,
                 "PASSWORD_HASH_PROFILE": "CHEAPEST",
                 "ENVIRONMENT": "local",
             }
@@ -207,7 +210,7 @@ def test_env_example_reads_the_same_as_a_dotenv_and_as_a_container_env_file() ->
 
 # ---------------------------------------------------------------- both generations of the template
 
-SAFE = {"SECRET_KEY": LONG_SECRET, "FIRST_SUPERUSER_PASSWORD": "p"}
+SAFE = {"SECRET_KEY": LONG_SECRET, "FIRST_SUPERUSER_PASSWORD": FIRST_PASSWORD}
 
 
 def test_with_no_environment_named_the_service_is_production() -> None:
@@ -431,3 +434,37 @@ def test_a_frontend_dir_that_does_not_exist_is_one_line(tmp_path: Path) -> None:
         settings_from({**SAFE, "FRONTEND_DIR": missing, "FASTAPI_ENV": "development"})
     (tmp_path / "dist").mkdir()
     assert settings_from({**SAFE, "FRONTEND_DIR": missing}).frontend_dir == Path(missing)
+
+
+@pytest.mark.parametrize("environment", ["staging", "production"])
+@pytest.mark.parametrize(
+    ("password", "says"), [("x", "1 characters is too short"), ("y" * 129, "129 characters is too long")]
+)
+def test_a_first_superuser_password_the_api_would_refuse_is_fatal_outside_local(
+    environment: str, password: str, says: str
+) -> None:
+    environ = {**SAFE, "ENVIRONMENT": environment}
+    with pytest.raises(SettingsError) as error:
+        settings_from({**environ, "FIRST_SUPERUSER_PASSWORD": password})
+    assert str(error.value) == (f"FIRST_SUPERUSER_PASSWORD: {says}: the API takes passwords of 8 to 128 characters")
+    assert password not in str(error.value)
+    for fine in ("z" * 8, "z" * 128):  # the bounds themselves are passwords the API takes
+        settings = settings_from({**environ, "FIRST_SUPERUSER_PASSWORD": fine})
+        assert fine == settings.FIRST_SUPERUSER_PASSWORD
+
+
+def test_a_short_first_superuser_password_only_warns_in_local() -> None:
+    with pytest.warns(UserWarning, match="^FIRST_SUPERUSER_PASSWORD: 7 characters is too short"):
+        settings = settings_from({**SAFE, "FIRST_SUPERUSER_PASSWORD": "short-7", "FASTAPI_ENV": "development"})
+    assert settings.FIRST_SUPERUSER_PASSWORD == "short-7"
+
+
+def test_the_first_superuser_password_rule_is_the_api_s() -> None:
+    from msgspec import inspect
+
+    from app.config import PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH
+    from app.schemas import Password
+
+    info = inspect.type_info(Password)
+    assert isinstance(info, inspect.StrType)
+    assert (info.min_length, info.max_length) == (PASSWORD_MIN_LENGTH, PASSWORD_MAX_LENGTH)
