@@ -5,11 +5,18 @@ guesses must not all pass a check made before any of them is recorded), and refu
 (a successful login). When Redis does not answer within `REDIS_TIMEOUT_S`, limits are kept per process until it
 does: logins degrade to per-worker limits, they never fail because Redis did. Each worker checks and records its
 own events before Redis's shared ones, so a worker falling back (also when Redis is merely slow for a moment)
-still counts what it already let through."""
+still counts what it already let through.
+
+Keys are short and of one length whatever a request sent: a quota on an identity (an account, an address, a client)
+is kept under its scope and the SHA-256 digest of the identity (`identity_key`), never the identity itself. A 900 KB
+login username once made a 900 KB key per failure (Redis grew by that each time, its calls timed out, and the limits
+fell back to per process); the form's bounds (app/schemas.py) keep such input out, and the digest keeps any key short.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 import secrets
 import time
@@ -49,11 +56,25 @@ class TooManyRequests(HTTPException):
     status_code = HTTP_429_TOO_MANY_REQUESTS
 
 
+# The longest key a quota keeps as given (`identity_key`'s are 64 characters and their scope): a longer one, which
+# only a caller putting an identity into a key itself would make, is kept under its digest too.
+KEY_MAX = 128
+
+
+def identity_key(scope: str, identity: str) -> str:
+    """The key of a quota on one identity: `scope:<SHA-256 hex of the identity>`, one length for any identity."""
+    return f"{scope}:{hashlib.sha256(identity.encode('utf-8', 'surrogatepass')).hexdigest()}"
+
+
 @dataclass(frozen=True)
 class Quota:
     key: str
     limit: int
     window: int
+
+    def __post_init__(self) -> None:
+        if len(self.key) > KEY_MAX:
+            object.__setattr__(self, "key", identity_key("digest", self.key))
 
 
 @dataclass(frozen=True)

@@ -34,9 +34,17 @@ def documented(*, nullable: bool = False, optional: bool = False, default: Any =
 
 NULLABLE = documented(nullable=True)
 OPTIONAL = documented(optional=True)
+# Bounds on free text the template leaves unbounded, far above any real value and checked before any work on it
+# (lookups, rate-limit keys, password hashing): 422 `string_too_long` beyond. An address is at most 254 characters
+# (RFC 5321), 255 as the template's `EmailStr` fields document; a reset token we mint stays under 4,000 even for the
+# longest address (of non-ASCII characters, each written `\uXXXX` or two of them in its JSON, then base64).
+FORM_FIELD_MAX = 1024
+ADDRESS_MAX = 255
+TOKEN_MAX = 8192
+FormText = Annotated[str, Meta(max_length=FORM_FIELD_MAX)]
 # The login form's secrets, as FastAPI's `OAuth2PasswordRequestForm` documents them.
 SECRET_SCHEMA = {"format": "password"}
-Secret = Annotated[str, Meta(extra_json_schema={"extra": SECRET_SCHEMA})]
+Secret = Annotated[str, Meta(max_length=FORM_FIELD_MAX, extra_json_schema={"extra": SECRET_SCHEMA})]
 # `skip`/`limit` must fit the databases' signed 64-bit integers: a larger one made them answer 500.
 PAGE_MAX = 2**63 - 1
 
@@ -51,7 +59,7 @@ class Token(Struct):
 
 
 class NewPassword(Struct):
-    token: str
+    token: Annotated[str, Meta(max_length=TOKEN_MAX)]
     new_password: Password
 
 
@@ -166,11 +174,11 @@ class ItemUpdate(Struct):
 class LoginForm(Struct, kw_only=True):
     """The OAuth2 password form, its fields in the order of FastAPI's `OAuth2PasswordRequestForm`."""
 
-    grant_type: Annotated[str, Meta(pattern="^password$")] | None = None
-    username: str
+    grant_type: Annotated[str, Meta(pattern="^password$")] | None = None  # its pattern bounds it
+    username: FormText
     password: Secret
-    scope: str = ""
-    client_id: str | None = None
+    scope: FormText = ""
+    client_id: FormText | None = None
     client_secret: Secret | None = None
 
 

@@ -37,7 +37,7 @@ import httpx
 import pytest
 import redis
 
-from app.ratelimit import REDIS_RETRY_INTERVAL_S
+from app.ratelimit import REDIS_RETRY_INTERVAL_S, identity_key
 from db.identity import email_identity
 from tests.conftest import (
     SUPERUSER_EMAIL,
@@ -329,7 +329,8 @@ def test_a_redis_restart_under_load_degrades_the_limits_and_loses_nothing(servic
     assert recovered_in <= REDIS_RETRY_INTERVAL_S + MARGIN_S
     assert [guess(a, after_victim) for _ in range(3)] + [guess(b, after_victim) for _ in range(3)] == [400] * 5 + [429]
     with service.redis.client() as client:
-        assert client.zcard(f"{service.namespace}:login-fail:account:{email_identity(after_victim.email)}") == LIMIT
+        key = identity_key("login-fail:account", email_identity(after_victim.email))
+        assert client.zcard(f"{service.namespace}:{key}") == LIMIT
     assert modes(service) == [(200, "redis")] * 2
 
     # No acknowledged write was lost.

@@ -8,7 +8,7 @@ from litestar.background_tasks import BackgroundTask
 from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import NotFoundException
-from litestar.params import Body, FromPath, JSONBody
+from litestar.params import Body, JSONBody, Parameter
 from litestar.utils.scope.state import ScopeState
 
 from app import emails, security
@@ -18,14 +18,17 @@ from app.config import Settings
 from app.errors import INACTIVE_USER, INCORRECT_LOGIN, INVALID_TOKEN, UNKNOWN_USERNAME, BadRequest
 from app.metrics import count_email, count_login
 from app.openapi import error_responses
-from app.ratelimit import Quota, RateLimiter, TooManyRequests
-from app.schemas import Caller, LoginForm, Message, NewPassword, Token, UserPublic
+from app.ratelimit import Quota, RateLimiter, TooManyRequests, identity_key
+from app.schemas import ADDRESS_MAX, Caller, LoginForm, Message, NewPassword, Token, UserPublic
 from app.services import UserService
 from app.validation import reject_nul_characters
 from db.identity import email_identity
 
 RECOVERY_SENT = "If that email is registered, we sent a password recovery link"
 MINUTE, HOUR = 60, 3600
+# An address in a path: bounded before any lookup, rate-limit key or token is made of it (422 beyond). No registered
+# address is longer (email-validator refuses more than 254 characters).
+PathAddress = Annotated[str, Parameter(max_length=ADDRESS_MAX)]
 
 
 def client_address(request: Request[Any, Any, Any]) -> str:
@@ -85,12 +88,12 @@ class LoginController(Controller):
         try:
             attempt = await rate_limiter.reserve(
                 Quota(
-                    f"login-fail:account:{email_identity(data.username)}",
+                    identity_key("login-fail:account", email_identity(data.username)),
                     settings.LOGIN_FAILURES_PER_ACCOUNT_PER_MINUTE,
                     MINUTE,
                 ),
                 Quota(
-                    f"login-fail:client:{client_address(request)}",
+                    identity_key("login-fail:client", client_address(request)),
                     settings.LOGIN_FAILURES_PER_CLIENT_PER_MINUTE,
                     MINUTE,
                 ),
@@ -137,12 +140,14 @@ class LoginController(Controller):
         users: NamedDependency[UserService],
         settings: NamedDependency[Settings],
         rate_limiter: NamedDependency[RateLimiter],
-        email: FromPath[str],
+        email: PathAddress,
     ) -> Response[Message]:
         """Password recovery. The answer is the same whether or not the address is registered."""
         await rate_limiter.reserve(
-            Quota(f"recovery:email:{email_identity(email)}", settings.RECOVERY_PER_EMAIL_PER_HOUR, HOUR),
-            Quota(f"recovery:client:{client_address(request)}", settings.RECOVERY_PER_CLIENT_PER_HOUR, HOUR),
+            Quota(identity_key("recovery:email", email_identity(email)), settings.RECOVERY_PER_EMAIL_PER_HOUR, HOUR),
+            Quota(
+                identity_key("recovery:client", client_address(request)), settings.RECOVERY_PER_CLIENT_PER_HOUR, HOUR
+            ),
         )
         user = await users.get_by_email(email)
         # The token and the mail are made after the answer, so that a known address is not answered later
@@ -184,7 +189,7 @@ class LoginController(Controller):
         responses=error_responses({404: [UNKNOWN_USERNAME]}),
     )
     async def recover_password_html_content(
-        self, users: NamedDependency[UserService], settings: NamedDependency[Settings], email: FromPath[str]
+        self, users: NamedDependency[UserService], settings: NamedDependency[Settings], email: PathAddress
     ) -> Response[str]:
         """The HTML of the password recovery email (its subject in the `X-Email-Subject` header)."""
         user = await users.get_by_email(email)

@@ -23,7 +23,7 @@ from app.errors import (
     USER_NOT_FOUND,
 )
 from app.openapi import error_responses
-from app.ratelimit import Quota, RateLimiter
+from app.ratelimit import Quota, RateLimiter, identity_key
 from app.schemas import (
     PAGE_MAX,
     Caller,
@@ -116,7 +116,7 @@ class UsersController(Controller):
     ) -> UserPublic:
         """Create an account without logging in."""
         await rate_limiter.reserve(
-            Quota(f"signup:client:{client_address(request)}", settings.SIGNUP_PER_CLIENT_PER_HOUR, HOUR)
+            Quota(identity_key("signup:client", client_address(request)), settings.SIGNUP_PER_CLIENT_PER_HOUR, HOUR)
         )
         return await users.create_account(changes(data), USER_EXISTS)
 
