@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from litestar.connection import ASGIConnection
@@ -38,6 +39,7 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
         super().__init__(app, exclude_from_auth_key=EXCLUDE_FROM_AUTH, exclude_http_methods=["OPTIONS"], **kwargs)
         self.settings = settings
         self.fast = fast
+        self.token_lifetime = timedelta(minutes=settings.ACCESS_TOKEN_EXPIRE_MINUTES)
 
     async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
         scheme, _, token = connection.headers.get("authorization", "").partition(" ")
@@ -45,7 +47,7 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
         if scheme.lower() != "bearer" or not token:
             raise NotAuthorizedException(NOT_AUTHENTICATED, headers={"WWW-Authenticate": "Bearer"})
         try:
-            access = security.decode_access_token(token, self.settings.SECRET_KEY)
+            access = security.decode_access_token(token, self.settings.SECRET_KEY, self.token_lifetime)
         except security.InvalidTokenError:
             raise PermissionDeniedException(INVALID_CREDENTIALS) from None
         read = connection.route_handler.opt.get(READ_WITH_CALLER)

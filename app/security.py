@@ -103,9 +103,10 @@ class AccessToken(NamedTuple):
     digest: str
 
 
-def decode_access_token(token: str, secret: str) -> AccessToken:
-    """The user id, token version and digest of a valid access token."""
-    access, expires_at = _verified_access_token(token, secret)
+def decode_access_token(token: str, secret: str, lifetime: timedelta) -> AccessToken:
+    """The user id, token version and digest of a valid access token: signed with `secret`, unexpired, and living
+    no longer than `lifetime` (ACCESS_TOKEN_EXPIRE_MINUTES), give or take the clock skew."""
+    access, expires_at = _verified_access_token(token, secret, lifetime.total_seconds())
     if expires_at <= time.time():
         raise InvalidTokenError("expired")
     return access
@@ -117,9 +118,14 @@ _TEMPLATE_ACCESS_CLAIMS = {"exp", "sub"}
 
 
 @lru_cache(maxsize=4096)
-def _verified_access_token(token: str, secret: str) -> tuple[AccessToken, float]:
+def _verified_access_token(token: str, secret: str, lifetime: float) -> tuple[AccessToken, float]:
     """Signature and claims checked once per token string (a client sends the same token many times); expiry
-    is checked on every use by the caller, and revocation against the database by the auth middleware."""
+    is checked on every use by the caller, and revocation against the database by the auth middleware.
+
+    A token may not outlive `lifetime` seconds: its `exp` is at most `lifetime` after its `iat` and after now
+    (give or take the clock skew), so that a signed `exp` a century ahead, or an `iat` pushed ahead with it, is
+    refused. The template's tokens carry no `iat`: they are bounded by now only. (Checked when first seen: a
+    token within `lifetime` of its expiry then stays so.)"""
     try:
         claims: dict[str, Any] = jwt.decode(
             token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub"]}, leeway=CLOCK_SKEW
@@ -132,9 +138,13 @@ def _verified_access_token(token: str, secret: str) -> tuple[AccessToken, float]
     try:
         digest = hashlib.sha256(token.encode()).hexdigest()
         access = AccessToken(UUID(str(claims["sub"])), int(claims.get("ver", 0)), digest)
-        return access, float(claims["exp"])
+        expires_at = float(claims["exp"])
+        issued_at = min(float(claims.get("iat", time.time())), time.time())
     except (ValueError, TypeError):
         raise InvalidTokenError("malformed claims") from None
+    if expires_at > issued_at + lifetime + CLOCK_SKEW.total_seconds():
+        raise InvalidTokenError("lives longer than ACCESS_TOKEN_EXPIRE_MINUTES")
+    return access, expires_at
 
 
 def password_fingerprint(hashed_password: str, secret: str) -> str:

@@ -306,3 +306,35 @@ def test_a_token_issued_slightly_in_the_future_is_valid(
     claims = {"sub": user.id, "typ": "access", "ver": 0, "jti": "x", "exp": now + timedelta(minutes=5)}
     token = jwt.encode({**claims, "iat": now + timedelta(seconds=issued_in)}, SECRET_KEY, algorithm="HS256")
     assert client.get("/users/me", headers=bearer(token)).status_code == status
+
+
+LIFETIME = timedelta(minutes=11520)  # ACCESS_TOKEN_EXPIRE_MINUTES of the served app (the default)
+
+
+@pytest.mark.parametrize(
+    ("issued", "expires", "status"),
+    [
+        (timedelta(0), LIFETIME, 200),  # what a login mints
+        (timedelta(0), LIFETIME + timedelta(seconds=20), 200),  # within the clock skew
+        (timedelta(0), LIFETIME + timedelta(hours=1), 403),
+        (timedelta(0), timedelta(days=36500), 403),  # a century
+        (-LIFETIME, timedelta(minutes=5), 403),  # issued 8 days ago, still valid: it would live longer
+        (None, LIFETIME, 200),  # the template's shape: no `iat`, bounded by now
+        (None, timedelta(days=36500), 403),
+    ],
+)
+def test_a_token_may_not_live_longer_than_access_token_expire_minutes(
+    client: httpx.Client, served: Served, user: Account, issued: timedelta | None, expires: timedelta, status: int
+) -> None:
+    """Signed with the server's own key: only its lifetime can make it invalid."""
+    assert timedelta(minutes=served.settings.ACCESS_TOKEN_EXPIRE_MINUTES) == LIFETIME
+    now = datetime.now(UTC)
+    if issued is None:
+        claims: dict[str, object] = {"sub": user.id, "exp": now + expires}
+    else:
+        claims = {"sub": user.id, "typ": "access", "ver": 0, "jti": "x", "iat": now + issued, "exp": now + expires}
+    token = jwt.encode(claims, served.settings.SECRET_KEY, algorithm="HS256")
+    response = client.get("/users/me", headers=bearer(token))
+    assert response.status_code == status, response.text
+    if status == 403:
+        assert response.json() == {"detail": "Could not validate credentials"}
