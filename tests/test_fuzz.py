@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from app.api.paging import LIMIT_MAX
 from tests.conftest import (
     ENGINES,
     ROOT,
@@ -131,7 +132,7 @@ def test_page_values_beyond_64_bits_are_422_not_500(
     too_big = client.get(path, params={name: 2**63}, headers=superuser_headers)
     assert too_big.status_code == 422, too_big.text
     assert too_big.json()["detail"][0]["loc"] == ["query", name]
-    largest = client.get(path, params={name: 2**63 - 1}, headers=superuser_headers)
+    largest = client.get(path, params={name: 2**63 - 1 if name == "skip" else LIMIT_MAX}, headers=superuser_headers)
     assert largest.status_code == 200, largest.text
 
 

@@ -1,20 +1,18 @@
 from __future__ import annotations
 
-from typing import Annotated
 from uuid import UUID
 
 from litestar import Controller, delete, get, post, put
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody, Parameter
+from litestar.params import FromPath, JSONBody
 
+from app.api.paging import Limit, Skip
 from app.errors import ITEM_NOT_FOUND, NOT_ENOUGH_PERMISSIONS
 from app.openapi import error_responses
-from app.schemas import PAGE_MAX, ItemCreate, ItemPublic, ItemsPublic, ItemUpdate, Message, changes
+from app.schemas import ItemCreate, ItemPublic, ItemsPublic, ItemUpdate, Message, changes
 from app.services import READ_WITH_CALLER, ItemService, ReadWithCaller
 from db.models import Item
 
-Skip = Annotated[int, Parameter(ge=0, le=PAGE_MAX)]
-Limit = Annotated[int, Parameter(ge=0, le=PAGE_MAX)]
 # An item the caller may not see, or that is not there.
 ITEM_ERRORS = error_responses({403: [NOT_ENOUGH_PERMISSIONS], 404: [ITEM_NOT_FOUND]})
 # The item named by the path, read in the caller's own statement.

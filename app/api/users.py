@@ -1,15 +1,16 @@
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 from uuid import UUID
 
 from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.background_tasks import BackgroundTask
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody, Parameter
+from litestar.params import FromPath, JSONBody
 
 from app import emails, security
 from app.api.login import HOUR, client_address
+from app.api.paging import Limit, Skip
 from app.auth import EXCLUDE_FROM_AUTH, requires_superuser
 from app.config import Settings
 from app.errors import (
@@ -25,7 +26,6 @@ from app.errors import (
 from app.openapi import error_responses
 from app.ratelimit import Quota, RateLimiter, identity_key
 from app.schemas import (
-    PAGE_MAX,
     Caller,
     Message,
     UpdatePassword,
@@ -40,8 +40,6 @@ from app.schemas import (
 from app.services import READ_WITH_CALLER, ReadWithCaller, UserService
 from db.models import User
 
-Skip = Annotated[int, Parameter(ge=0, le=PAGE_MAX)]
-Limit = Annotated[int, Parameter(ge=0, le=PAGE_MAX)]
 USER_DELETED = "User deleted successfully"
 
 
