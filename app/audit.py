@@ -38,5 +38,13 @@ def audit(event: AuditEvent, *, user_id: UUID | None = None, actor_id: UUID | No
     )
 
 
+# The longest domain name (RFC 1035): anything longer after an @-sign is not one, and is not logged.
+DOMAIN_MAX = 253
+
+
 def email_domain(address: str) -> str:
-    return address.rpartition("@")[2].strip().lower()
+    """The domain of an address, or "" for a username that has none: a login's free text without an @-sign (a name,
+    a password typed in the wrong field) or with something too long to be a domain after it is never logged."""
+    _, at, domain = address.rpartition("@")
+    domain = domain.strip().lower()
+    return domain if at and len(domain) <= DOMAIN_MAX else ""

@@ -61,6 +61,22 @@ def test_logins_succeeded_and_failed(client: httpx.Client, user: Account, audit_
     assert user.email not in str(audit_events(audit_records))
 
 
+@pytest.mark.parametrize(
+    "username",
+    ["a-name-without-at-sign", "my secret password", "someone@" + "d" * 254, "x" * 1024],
+)
+def test_a_username_without_a_domain_is_never_logged(
+    client: httpx.Client, audit_records: Records, username: str
+) -> None:
+    """Only a domain is logged: a username with none (free text, up to the form's 1,024 characters) is not."""
+    response = client.post("/login/access-token", data={"username": username, "password": "x" * 8})
+    assert response.status_code == 400
+    (failed,) = named(audit_records, "login.failed")
+    assert failed["email_domain"] == ""
+    assert username not in str(audit_events(audit_records))
+    assert username.rpartition("@")[2] not in str(audit_events(audit_records))
+
+
 def test_a_lockout_is_an_event(served: Served, audit_records: Records) -> None:
     settings = make_settings(served.database.url, RATE_LIMIT_ENABLED="true", LOGIN_FAILURES_PER_ACCOUNT_PER_MINUTE="2")
     with LiveServer(create_app(settings)) as server, httpx.Client(base_url=server.url + "/api/v1") as http:
