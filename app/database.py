@@ -19,6 +19,19 @@ from db.engine import TRANSACTION_POOLING_ARGS, enforce_foreign_keys, ensure_sql
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
+def server_timeouts(command_timeout: float) -> dict[str, str]:
+    """PostgreSQL's own limits for a statement and for its wait on a lock, in milliseconds: a tenth below the
+    client's `command_timeout`, so that the server cancels the statement (an error on a connection that stays
+    healthy, answered 503) before the client's timer gives the connection up. A statement stuck on one locked
+    table thus holds its pooled connection for at most that long, and routes that never read the table keep theirs.
+
+    Not sent through PgBouncer in transaction mode (DB_TRANSACTION_POOLING): it refuses startup parameters it does
+    not know, and a `SET` would stay on whichever server connection ran it, for other clients; set them there on
+    the role (`ALTER ROLE … SET statement_timeout = …`) instead. `command_timeout` still bounds every statement."""
+    milliseconds = str(max(1, int(command_timeout * 900)))
+    return {"statement_timeout": milliseconds, "lock_timeout": milliseconds}
+
+
 def engine_config(settings: Settings) -> EngineConfig:
     url = settings.database_url
     if is_sqlite(url):
@@ -40,7 +53,11 @@ def engine_config(settings: Settings) -> EngineConfig:
             "command_timeout": settings.DB_COMMAND_TIMEOUT,
             **(TRANSACTION_POOLING_ARGS if settings.DB_TRANSACTION_POOLING else {}),
             **from_url,
-            "server_settings": {"application_name": settings.PROJECT_NAME[:63], **from_url.get("server_settings", {})},
+            "server_settings": {
+                "application_name": settings.PROJECT_NAME[:63],
+                **({} if settings.DB_TRANSACTION_POOLING else server_timeouts(settings.DB_COMMAND_TIMEOUT)),
+                **from_url.get("server_settings", {}),
+            },
         },
     )
 

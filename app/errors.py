@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import asyncpg
 import structlog
 from advanced_alchemy.exceptions import DuplicateKeyError, NotFoundError, RepositoryError
 from litestar import MediaType, Request, Response
@@ -219,12 +220,63 @@ def on_repository_error(request: Request[Any, Any, Any], exc: RepositoryError) -
     return on_unexpected_error(request, exc)
 
 
+# What means "the database cannot serve this now": answered 503 with Retry-After, never 500. SQLSTATEs (five
+# characters) and SQLSTATE classes (two), as the server sends them: asyncpg raises them natively on the fast path
+# (db/executor.py), SQLAlchemy wraps them in a DBAPIError (`.orig.sqlstate`, caused by asyncpg's) on the ORM path,
+# and advanced-alchemy wraps that in a RepositoryError (`__cause__`).
+UNAVAILABLE_SQLSTATES: dict[str, str] = {
+    "55P03": "lock_not_available (lock_timeout)",
+    "57014": "query_canceled (statement_timeout)",
+    "40001": "serialization_failure",
+    "40P01": "deadlock_detected",
+    "25006": "read_only_sql_transaction (a standby, a failover under way)",
+    "57P01": "admin_shutdown",
+    "57P02": "crash_shutdown",
+    "57P03": "cannot_connect_now (starting up, shutting down)",
+    "08": "connection exception (class)",
+    "53": "insufficient resources (class): too_many_connections 53300, out_of_memory, disk_full",
+}
+# ... and what says so without a SQLSTATE: no free connection in time, a lost or silent connection, a client-side
+# timeout (asyncpg's `command_timeout` and connect timeout raise TimeoutError), a refused connection (db/executor.py).
+_UNAVAILABLE_TYPES: tuple[type[BaseException], ...] = (
+    PoolTimeoutError,
+    OSError,
+    TimeoutError,
+    InterfaceError,
+    OperationalError,
+    *REFUSED,
+)
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """The error and what it wraps: a DBAPIError's driver error (`orig`), any error's cause."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        orig = current.orig if isinstance(current, DBAPIError) else None
+        current = orig if isinstance(orig, BaseException) else current.__cause__
+    return chain
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE an error carries, looked for through its wrappers."""
+    for error in _chain(exc):
+        code = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
+        if isinstance(code, str) and code:
+            return code
+    return None
+
+
 def _is_database_unavailable(exc: BaseException) -> bool:
-    if isinstance(exc, (PoolTimeoutError, OSError, TimeoutError, *REFUSED)):
-        return True
-    if isinstance(exc, InterfaceError | OperationalError):
-        return True
-    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+    """The one classification of "the database cannot serve this now" (see UNAVAILABLE_SQLSTATES)."""
+    for error in _chain(exc):
+        if isinstance(error, _UNAVAILABLE_TYPES):
+            return True
+        if isinstance(error, DBAPIError) and error.connection_invalidated:
+            return True
+    code = sqlstate(exc)
+    return code is not None and (code in UNAVAILABLE_SQLSTATES or code[:2] in UNAVAILABLE_SQLSTATES)
 
 
 def on_database_unavailable(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
@@ -253,6 +305,7 @@ exception_handlers: ExceptionHandlersMap = {
     DomainError: on_domain_error,
     RepositoryError: on_repository_error,
     DBAPIError: on_database_unavailable,
+    asyncpg.PostgresError: on_database_unavailable,  # the fast path raises the driver's own (db/executor.py)
     PoolTimeoutError: on_database_unavailable,
     OSError: on_database_unavailable,
     TimeoutError: on_database_unavailable,

@@ -18,7 +18,7 @@ from typing import Any, Generic
 from uuid import UUID
 
 import msgspec
-from advanced_alchemy.exceptions import DuplicateKeyError
+from advanced_alchemy.exceptions import DuplicateKeyError, ForeignKeyError
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from litestar import Request
 from sqlalchemy import Label, Select, Update, bindparam, delete, func, insert, literal_column, select, update
@@ -463,7 +463,10 @@ class ItemService:
         item = ItemPublic(
             title=data.title, description=data.description, id=uuid7(), owner_id=self.caller.id, created_at=utc_now()
         )
-        await ItemRepository.insert_public(self.fast, item)
+        try:
+            await ItemRepository.insert_public(self.fast, item)
+        except ForeignKeyError:
+            raise NotFound(USER_NOT_FOUND) from None  # the caller was deleted since its token was checked
         return item
 
     async def update(self, item_id: UUID, changes: dict[str, Any]) -> ItemPublic:

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 import msgspec
-from advanced_alchemy.exceptions import DuplicateKeyError
+from advanced_alchemy.exceptions import DuplicateKeyError, ForeignKeyError
 from sqlalchemy import Column, Delete, Insert, Select, Update, inspect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -59,7 +59,8 @@ def _values(struct: type[msgspec.Struct], prefix: str) -> Callable[[Mapping[str,
 
 
 class DatabaseUnavailable(ConnectionError):
-    """A fast statement lost its connection or timed out (answered 503 like the ORM's connection errors)."""
+    """A fast statement lost its connection, timed out, or found no connection free in time (answered 503 like the
+    ORM's connection errors)."""
 
 
 # What a connection the database closed, terminated (`pg_terminate_backend`, a restart) or stopped answering raises:
@@ -73,6 +74,9 @@ _CONNECTION_LOST = (
     asyncpg.PostgresConnectionError,
     asyncpg.OperatorInterventionError,
 )
+# ... except the server's cancel of one statement (its `statement_timeout`, a `pg_cancel_backend`): an error like
+# any other (answered 503 by app/errors.py), on a connection that stays healthy.
+_STATEMENT_CANCELED = asyncpg.QueryCanceledError
 
 
 # What a new connection meets when the server has no slot for it ("too many clients", a role's connection limit)
@@ -90,6 +94,9 @@ class Executor:
         # queue lets a newcomer take a returned connection before a waiter wakes, and the waiter queues again at
         # the back (a few requests waited seconds at 32 per worker on 20 connections; see bench/RESULTS.md).
         self._turns = asyncio.Semaphore(engine.pool.size()) if isinstance(engine.pool, QueuePool) else None
+        # ... for at most the pool's own timeout: a request behind statements that are stuck (on a lock, say) gives
+        # up with a 503 instead of queueing for as long as they take.
+        self._turn_timeout = engine.pool.timeout() if isinstance(engine.pool, QueuePool) else None
         self._compiled: dict[int, tuple[str, tuple[str, ...]]] = {}
         # A span per statement of the fast path on asyncpg, given its SQL, when the app traces (app/tracing.py);
         # elsewhere SQLAlchemy's own instrumentation sees the statements.
@@ -119,6 +126,8 @@ class Executor:
             except IntegrityError as exc:
                 if "UNIQUE" in str(exc.orig):
                     raise DuplicateKeyError(type(exc.orig).__name__) from exc
+                if "FOREIGN KEY" in str(exc.orig):
+                    raise ForeignKeyError(type(exc.orig).__name__) from exc
                 raise
             found = [dict(row) for row in result.mappings()] if result.returns_rows else []
             await connection.commit()
@@ -127,8 +136,15 @@ class Executor:
     async def _native_rows(self, statement: Statement, params: Mapping[str, Any]) -> Sequence[Mapping[str, Any]]:
         if self._turns is None:
             return await self._checked_out_rows(statement, params)
-        async with self._turns:
+        try:
+            async with asyncio.timeout(self._turn_timeout):
+                await self._turns.acquire()
+        except TimeoutError:
+            raise DatabaseUnavailable("no connection free in time") from None
+        try:
             return await self._checked_out_rows(statement, params)
+        finally:
+            self._turns.release()
 
     async def _checked_out_rows(self, statement: Statement, params: Mapping[str, Any]) -> Sequence[Mapping[str, Any]]:
         sql, names = self._sql(statement)
@@ -138,6 +154,9 @@ class Executor:
                 sql, *(params[name] for name in names)
             )
         except _CONNECTION_LOST as exc:
+            if isinstance(exc, _STATEMENT_CANCELED):
+                await greenlet_spawn(pooled.close)  # canceled by the server: the connection is fine
+                raise
             # The pool's other connections are as old as this one and likely as dead: invalidate them all, as
             # SQLAlchemy does on a disconnect it sees itself, so each is replaced when next checked out instead
             # of failing a request of its own once the database is back.
@@ -147,6 +166,8 @@ class Executor:
             await greenlet_spawn(pooled.close)  # the statement failed; its connection is fine
             if isinstance(exc, asyncpg.UniqueViolationError):
                 raise DuplicateKeyError(type(exc).__name__) from exc
+            if isinstance(exc, asyncpg.ForeignKeyViolationError):
+                raise ForeignKeyError(type(exc).__name__) from exc
             raise
         except BaseException:
             # Cancelled mid-statement: the connection may be mid-protocol, so it is never handed out again.
