@@ -7,6 +7,7 @@ layout's parts (`paragraph`, `button`, `footnote`), and its plain-text part (`<k
 
 from __future__ import annotations
 
+import contextlib
 import html
 from datetime import UTC, datetime
 from email.header import Header
@@ -134,9 +135,13 @@ def build_message(settings: Settings, to: str, email: Email) -> EmailMessage:
     return message
 
 
-async def send_email(settings: Settings, to: str, email: Email) -> None:
-    """Deliver over SMTP. Runs as a background task after the response has been sent; failures are logged with
-    the recipient's domain (never the full address) and a reason, and never raised."""
+class MailNotSent(Exception):
+    """The mail server could not be reached, or refused the mail; the message says why (never the recipient)."""
+
+
+async def deliver(settings: Settings, to: str, email: Email) -> None:
+    """Deliver over SMTP, or raise MailNotSent. Either way counted and logged, with the recipient's domain (never the
+    full address) and a reason. Mail that is not configured is skipped: logged, not raised."""
     domain = to.rpartition("@")[2]
     if not settings.emails_enabled:
         count_email(email.kind, "not_configured")
@@ -164,9 +169,15 @@ async def send_email(settings: Settings, to: str, email: Email) -> None:
         reason = f"{type(exc).__name__}: {exc}".replace(to, f"<recipient at {domain}>")[:300]
         count_email(email.kind, "failed")
         log.warning("email not sent", subject_kind=_kind(email.subject), recipient_domain=domain, reason=reason)
-        return
+        raise MailNotSent(reason) from None
     count_email(email.kind, "sent")
     log.info("email sent", subject_kind=_kind(email.subject), recipient_domain=domain)
+
+
+async def send_email(settings: Settings, to: str, email: Email) -> None:
+    """Deliver, for mail nobody waits for: a failure is counted and logged (by `deliver`), never raised."""
+    with contextlib.suppress(MailNotSent):
+        await deliver(settings, to, email)
 
 
 def _kind(subject: str) -> str:
