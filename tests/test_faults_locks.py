@@ -233,6 +233,29 @@ def test_a_locked_table_is_a_503_for_its_routes_only_and_replaces_no_connection(
     assert before <= after, f"replaced: {sorted(before - after)}"
 
 
+def test_a_locked_user_table_is_a_503_for_login_signup_and_me(service: Service) -> None:
+    """The routes of issue 23 that answered 500 on `user` held ACCESS EXCLUSIVE: the caller's read (fast path),
+    login's read of the account, signup's INSERT."""
+    account = new_account(service)
+    service.database.execute("BEGIN")
+    service.database.execute('LOCK TABLE "user" IN ACCESS EXCLUSIVE MODE')
+    try:
+        started = time.monotonic()
+        answers = [
+            service.http.get("/users/me", headers=account.headers),
+            service.http.post("/login/access-token", data={"username": account.email, "password": account.password}),
+            service.http.post("/users/signup", json={"email": random_email(), "password": "a-good-password"}),
+            service.http.get("/items/", headers=account.headers),
+        ]
+        elapsed = time.monotonic() - started
+    finally:
+        service.database.execute("ROLLBACK")
+    for response in answers:
+        assert_unavailable(response)
+    assert elapsed < 4 * 1.5
+    assert service.http.get("/users/me", headers=account.headers).status_code == 200
+
+
 def test_a_statement_timeout_is_a_503_and_the_urls_own_setting_wins(migrated_database: str) -> None:
     """The URL's `options=-c lock_timeout=0` (no limit on lock waits) wins over the service's: a statement stuck on
     the lock then meets the server's statement_timeout (57014, query canceled) instead."""
