@@ -285,6 +285,33 @@ def server_settings(url: str, **overrides: str) -> dict[str, str]:
     return settings
 
 
+def test_a_request_waits_for_a_connection_no_longer_than_the_pools_timeout(migrated_database: str) -> None:
+    """One pooled connection, held 3 s by a statement on a locked table (the URL lets it wait that long): a request
+    of another route gives up after the pool's timeout (1 s here) with a 503 instead of queueing behind it."""
+    url = make_url(migrated_database).update_query_dict({"options": "-c lock_timeout=3000 -c statement_timeout=3000"})
+    overrides = {"DB_POOL_SIZE": "1", "DB_CONNECT_TIMEOUT": "1", "DB_COMMAND_TIMEOUT": "5"}
+    with serve(url.render_as_string(hide_password=False), **overrides) as service:
+        headers = service.headers
+        service.database.execute("BEGIN")
+        service.database.execute("LOCK TABLE item IN ACCESS EXCLUSIVE MODE")
+        try:
+            with ThreadPoolExecutor(1) as pool:
+                stuck = pool.submit(service.http.get, "/items/", headers=headers)
+                deadline = time.monotonic() + 5
+                while not service.database.app_waits_on_a_lock():
+                    assert time.monotonic() < deadline, "the item read never waited on the lock"
+                    time.sleep(0.01)
+                started = time.monotonic()
+                waited = service.http.get("/users/me", headers=headers)
+                elapsed = time.monotonic() - started
+                assert_unavailable(stuck.result())
+        finally:
+            service.database.execute("ROLLBACK")
+        assert_unavailable(waited)
+        assert 0.9 < elapsed < 2.0
+        assert service.http.get("/users/me", headers=headers).status_code == 200
+
+
 def test_the_server_timeouts_sit_below_the_command_timeout() -> None:
     """What the engine sends in each connection's startup packet (the tests above show the server applying it)."""
     url = "postgresql+asyncpg://postgres@127.0.0.1/accounts"
