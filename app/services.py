@@ -21,7 +21,19 @@ import msgspec
 from advanced_alchemy.exceptions import DuplicateKeyError, ForeignKeyError
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from litestar import Request
-from sqlalchemy import Label, Select, Update, bindparam, delete, func, insert, literal_column, select, update
+from sqlalchemy import (
+    Label,
+    ScalarSelect,
+    Select,
+    Update,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal_column,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from uuid_utils.compat import uuid7
@@ -111,6 +123,17 @@ class Found(Generic[S]):
 def _total(model: type[Base]) -> Label[int]:
     """The table's row count as a column of each row of a page (computed once per statement, not per row)."""
     return select(func.count()).select_from(model).scalar_subquery().label("total")
+
+
+def _own_total() -> ScalarSelect[int]:
+    """How many items the user `owner_id` owns (0 for a user that is gone)."""
+    owned = select(User.item_count).where(User.id == bindparam("owner_id")).scalar_subquery()
+    return select(func.coalesce(owned, literal_column("0"))).scalar_subquery()
+
+
+def _all_items() -> ScalarSelect[int]:
+    """How many items there are: every item has an owner, whose row counts it."""
+    return select(func.coalesce(func.sum(User.item_count), literal_column("0"))).scalar_subquery()
 
 
 def _update(model: type[Base], struct: type[msgspec.Struct], names: tuple[str, ...], **computed: Any) -> Update:
@@ -210,23 +233,24 @@ class ItemRepository(SQLAlchemyAsyncRepository[Item]):
 
     _NEWEST_FIRST = (Item.created_at.desc(), Item.id.desc())
     PUBLIC = select(*columns(Item, ItemPublic)).where(Item.id == bindparam("id"))
-    # One owner's page carries its total as a window over the owner's index range; the unfiltered page of a
-    # superuser the table's count (a window count would read the whole table before the LIMIT).
+    # Each page carries its total from the counts the database keeps (user.item_count, migration 0006): one
+    # indexed row read for an owner's page, the sum over users for a superuser's, whatever the number of items (a
+    # window count over the owner's rows read them all before the LIMIT: 122 ms at 100,000 own items).
     OWN_PAGE = (
-        select(*columns(Item, ItemPublic), func.count().over().label("total"))
+        select(*columns(Item, ItemPublic), _own_total().label("total"))
         .where(Item.owner_id == bindparam("owner_id"))
         .order_by(*_NEWEST_FIRST)
         .limit(bindparam("limit"))
         .offset(bindparam("skip"))
     )
-    OWN_COUNT = select(func.count()).select_from(Item).where(Item.owner_id == bindparam("owner_id"))
+    OWN_COUNT = select(_own_total())
     PAGE = (
-        select(*columns(Item, ItemPublic), _total(Item))
+        select(*columns(Item, ItemPublic), _all_items().label("total"))
         .order_by(*_NEWEST_FIRST)
         .limit(bindparam("limit"))
         .offset(bindparam("skip"))
     )
-    COUNT = select(func.count()).select_from(Item)
+    COUNT = select(_all_items())
     INSERT = insert(Item).values({column.key: bindparam(column.key) for column in columns(Item, ItemPublic)})
     DELETE = delete(Item).where(Item.id == bindparam("where_id")).returning(Item.id)
 
@@ -342,6 +366,7 @@ class UserService:
             "hashed_password": hashed_password,
             "token_version": 0,
             "kept_token_digest": None,
+            "item_count": 0,
         }
         try:
             await UserRepository.insert(self.fast, row)

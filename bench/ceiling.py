@@ -71,11 +71,13 @@ SQL_USER_PASSWORD = (
     'WHERE "user".id = $1::UUID'
 )
 SQL_ITEM = f"SELECT {ITEM_PUBLIC} FROM item WHERE item.id = $1::UUID"
+# The owner's count is the one the database keeps (user.item_count, migration 0006), as the service reads it.
+SQL_OWN_COUNT = 'SELECT coalesce((SELECT "user".item_count FROM "user" WHERE "user".id = $1::UUID), 0)'
 SQL_ITEMS_PAGE = (
-    f"SELECT {ITEM_PUBLIC}, count(*) OVER () AS total FROM item WHERE item.owner_id = $1::UUID "
+    f"SELECT {ITEM_PUBLIC}, ({SQL_OWN_COUNT}) AS total FROM item WHERE item.owner_id = $1::UUID "
     "ORDER BY item.created_at DESC, item.id DESC LIMIT $2 OFFSET $3"
 )
-SQL_ITEMS_COUNT = "SELECT count(*) AS count_1 FROM item WHERE item.owner_id = $1::UUID"
+SQL_ITEMS_COUNT = SQL_OWN_COUNT
 SQL_ITEM_INSERT = (
     "INSERT INTO item (id, title, description, owner_id, created_at) "
     "VALUES ($1::UUID, $2::VARCHAR, $3::VARCHAR, $4::UUID, $5::TIMESTAMP WITH TIME ZONE)"

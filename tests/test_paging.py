@@ -1,5 +1,7 @@
 """Pages of the list routes (issue 23): `limit` has a documented maximum, and a page's `count` stays exact."""
 
+import asyncio
+import uuid
 from collections.abc import Callable
 
 import httpx
@@ -55,3 +57,145 @@ def test_the_maximum_is_in_the_openapi_document(served: Served, path: str) -> No
         "title": "Limit",
         "default": 100,
     }
+
+
+# ---------------------------------------------------------------- counts kept by the database (user.item_count)
+
+
+def own_count(client: httpx.Client, account: Account) -> int:
+    """The owner's count from both statements: a page with rows carries it, an empty page reads it alone."""
+    with_rows = client.get("/items/", params={"limit": 1}, headers=account.headers).json()["count"]
+    alone = client.get("/items/", params={"limit": 0}, headers=account.headers).json()["count"]
+    assert with_rows == alone
+    return int(alone)
+
+
+def all_count(client: httpx.Client, superuser_headers: dict[str, str]) -> int:
+    with_rows = client.get("/items/", params={"limit": 1}, headers=superuser_headers).json()["count"]
+    alone = client.get("/items/", params={"limit": 0}, headers=superuser_headers).json()["count"]
+    assert with_rows == alone
+    return int(alone)
+
+
+def assert_counts_agree(served: Served) -> None:
+    """Every user's kept count is their number of items, and so is the sum the total."""
+    wrong = served.database.scalar(
+        'SELECT count(*) FROM "user" WHERE item_count <> (SELECT count(*) FROM item WHERE item.owner_id = "user".id)'
+    )
+    assert wrong == 0
+    total = served.database.scalar("SELECT count(*) FROM item")
+    assert served.database.scalar('SELECT coalesce(sum(item_count), 0) FROM "user"') == total
+
+
+def create(client: httpx.Client, account: Account, n: int) -> list[str]:
+    ids = []
+    for k in range(n):
+        response = client.post("/items/", json={"title": f"item {k}"}, headers=account.headers)
+        assert response.status_code == 200, response.text
+        ids.append(response.json()["id"])
+    return ids
+
+
+def test_count_follows_creates_and_deletes(
+    served: Served, client: httpx.Client, new_account: UserFactory, superuser_headers: dict[str, str]
+) -> None:
+    owner, other = new_account(), new_account()
+    assert own_count(client, owner) == 0
+    before = all_count(client, superuser_headers)
+    mine = create(client, owner, 5)
+    create(client, other, 2)
+    assert (own_count(client, owner), own_count(client, other)) == (5, 2)
+    assert all_count(client, superuser_headers) == before + 7
+    assert client.delete(f"/items/{mine[0]}", headers=owner.headers).status_code == 200
+    assert client.delete(f"/items/{mine[1]}", headers=superuser_headers).status_code == 200
+    assert client.delete(f"/items/{mine[1]}", headers=owner.headers).status_code == 404  # counted once
+    assert client.put(f"/items/{mine[2]}", json={"title": "renamed"}, headers=owner.headers).status_code == 200
+    assert own_count(client, owner) == 3
+    assert all_count(client, superuser_headers) == before + 5
+    assert_counts_agree(served)
+
+
+@pytest.mark.parametrize("route", ["superuser", "self"])
+def test_a_deleted_users_items_leave_the_total(
+    served: Served, client: httpx.Client, new_account: UserFactory, superuser_headers: dict[str, str], route: str
+) -> None:
+    leaving, staying = new_account(), new_account()
+    create(client, leaving, 4)
+    create(client, staying, 1)
+    before = all_count(client, superuser_headers)
+    if route == "self":
+        response = client.delete("/users/me", headers=leaving.headers)
+    else:
+        response = client.delete(f"/users/{leaving.id}", headers=superuser_headers)
+    assert response.status_code == 200, response.text
+    assert all_count(client, superuser_headers) == before - 4
+    assert own_count(client, staying) == 1
+    assert_counts_agree(served)
+
+
+def test_concurrent_creates_of_one_owner_are_all_counted(
+    served: Served, new_account: UserFactory, superuser_headers: dict[str, str]
+) -> None:
+    owner = new_account()
+    before = served.database.scalar("SELECT count(*) FROM item")
+
+    async def go() -> list[int]:
+        async with httpx.AsyncClient(base_url=served.api, timeout=30) as http:
+            gate = asyncio.Semaphore(16)
+
+            async def one(n: int) -> int:
+                async with gate:
+                    response = await http.post("/items/", json={"title": f"c{n}"}, headers=owner.headers)
+                    return response.status_code
+
+            return await asyncio.gather(*(one(n) for n in range(60)))
+
+    assert asyncio.run(go()) == [200] * 60
+    with served.client() as client:
+        assert own_count(client, owner) == 60
+        assert all_count(client, superuser_headers) == before + 60
+    assert_counts_agree(served)
+
+
+def test_writes_that_bypass_the_api_are_counted(
+    served: Served, client: httpx.Client, new_account: UserFactory, superuser_headers: dict[str, str]
+) -> None:
+    """The template's own code, a script or a raw statement: the triggers count them as the API's writes."""
+    first, second = new_account(), new_account()
+    db = served.database
+    ids = [uuid.uuid4() for _ in range(3)]
+    for item_id in ids:
+        db.run(
+            "INSERT INTO item (id, title, owner_id, created_at) VALUES (:id, 'raw', :owner, CURRENT_TIMESTAMP)",
+            id=db.id(str(item_id)),
+            owner=db.id(first.id),
+        )
+    assert own_count(client, first) == 3
+    # Several rows in one statement, and an owner changed.
+    db.run(
+        "INSERT INTO item (id, title, owner_id, created_at) VALUES (:a, 'raw', :owner, CURRENT_TIMESTAMP), "
+        "(:b, 'raw', :owner, CURRENT_TIMESTAMP)",
+        a=db.id(str(uuid.uuid4())),
+        b=db.id(str(uuid.uuid4())),
+        owner=db.id(second.id),
+    )
+    db.run("UPDATE item SET owner_id = :owner WHERE id = :id", owner=db.id(second.id), id=db.id(str(ids[0])))
+    db.run("UPDATE item SET title = 'same owner', owner_id = owner_id WHERE id = :id", id=db.id(str(ids[1])))
+    assert (own_count(client, first), own_count(client, second)) == (2, 3)
+    db.run("DELETE FROM item WHERE owner_id = :owner", owner=db.id(second.id))
+    assert (own_count(client, first), own_count(client, second)) == (2, 0)
+    assert_counts_agree(served)
+
+
+def test_an_owners_page_reads_no_item_beyond_it(served: Served, new_account: UserFactory) -> None:
+    """The count is the kept one, not a count of the owner's rows: a count set by hand shows (and is put back)."""
+    owner = new_account()
+    with served.client() as client:
+        create(client, owner, 2)
+        db = served.database
+        db.run('UPDATE "user" SET item_count = 12345 WHERE id = :id', id=db.id(owner.id))
+        try:
+            assert own_count(client, owner) == 12345
+        finally:
+            db.run('UPDATE "user" SET item_count = 2 WHERE id = :id', id=db.id(owner.id))
+        assert own_count(client, owner) == 2
