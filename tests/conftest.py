@@ -61,6 +61,7 @@ SLOW_MODULES = [
     "test_serve.py",
     "test_template_env.py",
     "test_faults.py",
+    "test_faults_locks.py",
     "test_image.py",
     "test_replicas.py",
     "test_emails.py",
