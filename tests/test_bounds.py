@@ -22,7 +22,7 @@ import pytest
 import redis
 from litestar._parsers import parse_url_encoded_form_data
 
-from app.ratelimit import KEY_MAX, RateLimiter
+from app.ratelimit import KEY_MAX, Quota, RateLimiter, identity_key
 from app.schemas import ADDRESS_MAX, FORM_FIELD_MAX, TOKEN_MAX
 from tests.conftest import (
     SUPERUSER_EMAIL,
@@ -252,6 +252,14 @@ def test_keys_are_one_short_length_whatever_the_identity(service: Service) -> No
         assert usage is not None
         assert usage < 4096, (key, usage)
     assert max(map(len, service.kept_in_process())) <= KEY_MAX
+
+
+def test_a_quota_key_is_short_however_it_was_made() -> None:
+    """`identity_key` has one length per scope; a key a caller built with an identity in it is digested too."""
+    assert {len(identity_key("login-fail:account", name)) for name in ["", "a", "ü" * 1024, "x" * 10**6]} == {83}
+    assert identity_key("s", "a") != identity_key("s", "b")
+    assert len(Quota("login-fail:account:" + "x" * 10**6, 5, 60).key) <= KEY_MAX
+    assert Quota("login-fail:client:127.0.0.1", 5, 60).key == "login-fail:client:127.0.0.1"
 
 
 # ---------------------------------------------------------------- the recovery routes
