@@ -7,8 +7,12 @@ layout's parts (`paragraph`, `button`, `footnote`), and its plain-text part (`<k
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import contextvars
 import html
+import random
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from email.header import Header
 from email.headerregistry import Address
@@ -178,6 +182,72 @@ async def send_email(settings: Settings, to: str, email: Email) -> None:
     """Deliver, for mail nobody waits for: a failure is counted and logged (by `deliver`), never raised."""
     with contextlib.suppress(MailNotSent):
         await deliver(settings, to, email)
+
+
+# Mail waiting to be sent, at most, per worker process: beyond, a mail is dropped (logged, counted as failed) rather
+# than held without bound while the mail server is down or slow. SMTP conversations at once, per worker process.
+OUTBOX_SIZE = 1000
+OUTBOX_SENDERS = 8
+# Each mail's work (its token, rendering, the SMTP conversation) starts this long (seconds, at random) after it was
+# posted: not right after the answer, when the same client's next request arrives, which would otherwise wait for
+# that work on the event loop and tell by ~1 ms that the address of a recovery request is registered.
+OUTBOX_DELAY = (0.01, 0.25)
+Job = Callable[[], Coroutine[Any, Any, None]]
+
+
+class Outbox:
+    """Mail sent after the answer, by tasks of the process's own (started with the first mail), never by the
+    request's: neither its answer nor the next request on its connection waits for a mail's work, however slow the
+    mail server. Each mail runs in the context of the request that posted it (its request id in the logs, its span
+    in the request's trace). On shutdown the mails already posted are sent, for up to `drain_seconds`."""
+
+    def __init__(
+        self,
+        size: int = OUTBOX_SIZE,
+        senders: int = OUTBOX_SENDERS,
+        delay: tuple[float, float] = OUTBOX_DELAY,
+        drain_seconds: float = SMTP_TIMEOUT_SECONDS + OUTBOX_DELAY[1],
+    ) -> None:
+        self._queue: asyncio.Queue[tuple[contextvars.Context, str, Job]] = asyncio.Queue(size)
+        self._senders: list[asyncio.Task[None]] = []
+        self._count, self._delay, self._drain_seconds = senders, delay, drain_seconds
+
+    def post(self, kind: str, job: Job) -> bool:
+        """Queue `job`, the whole work of one mail of `kind` (a template's name); False when the outbox is full (the
+        mail is dropped)."""
+        if not self._senders:  # in a context of their own, not the first request's
+            self._senders = [
+                asyncio.create_task(self._send(), name=f"outbox-{n}", context=contextvars.Context())
+                for n in range(self._count)
+            ]
+        try:
+            self._queue.put_nowait((contextvars.copy_context(), kind, job))
+        except asyncio.QueueFull:
+            count_email(kind, "failed")
+            log.warning("email not sent: the outbox is full", kind=kind, size=self._queue.maxsize)
+            return False
+        return True
+
+    async def _send(self) -> None:
+        while True:
+            context, kind, job = await self._queue.get()
+            try:
+                await asyncio.sleep(random.uniform(*self._delay))  # noqa: S311 (spreads work in time, not a secret)
+                await asyncio.create_task(job(), context=context)
+            except Exception:  # a job's own failures are its to log; this keeps the sender alive
+                log.exception("email job failed", kind=kind)
+            finally:
+                self._queue.task_done()
+
+    async def close(self) -> None:
+        """Send what was posted (for `drain_seconds` at most), then stop the senders."""
+        if self._senders:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._queue.join(), self._drain_seconds)
+        for sender in self._senders:
+            sender.cancel()
+        await asyncio.gather(*self._senders, return_exceptions=True)
+        self._senders = []
 
 
 def _kind(subject: str) -> str:

@@ -29,6 +29,7 @@ from app.auth import EXCLUDE_FROM_AUTH, auth_middleware
 from app.cli import AdminCLIPlugin
 from app.config import Settings, get_settings
 from app.database import sqlalchemy_config
+from app.emails import Outbox
 from app.errors import exception_handlers
 from app.frontend import Frontend
 from app.metrics import Metrics, metrics_endpoint
@@ -144,6 +145,8 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
     rate_limiter = RateLimiter(settings.REDIS_URL, settings.REDIS_NAMESPACE, enabled=settings.RATE_LIMIT_ENABLED)
     # Off by default, and then nothing of them is installed (README "Operating").
     metrics = Metrics(settings, fast, rate_limiter) if settings.METRICS_ENABLED else None
+    # Mail after the answer, by tasks of the process's own (app/emails.py).
+    outbox = Outbox()
     tracing = Tracing(settings, tracer_provider) if tracing_enabled(settings) else None
     if tracing is not None:
         tracing.instrument(db_config.get_engine(), fast)
@@ -169,11 +172,12 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
         dependencies={
             "settings": Provide(lambda: settings, sync_to_thread=False, use_cache=True),
             "rate_limiter": Provide(lambda: rate_limiter, sync_to_thread=False, use_cache=True),
+            "outbox": Provide(lambda: outbox, sync_to_thread=False, use_cache=True),
             "current_user": Provide(provide_current_user, sync_to_thread=False),
         },
         middleware=[request_logging, *([tracing.middleware] if tracing else []), auth_middleware(settings, fast)],
         on_startup=[freeze_startup_objects, *(observer.start for observer in (metrics, tracing) if observer)],
-        on_shutdown=[rate_limiter.close, *(observer.stop for observer in (metrics, tracing) if observer)],
+        on_shutdown=[outbox.close, rate_limiter.close, *(observer.stop for observer in (metrics, tracing) if observer)],
         before_send=[preflight_ok, log_response],
         before_request=reject_nul_characters,
         exception_handlers=exception_handlers,

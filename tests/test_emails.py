@@ -3,6 +3,7 @@ recovery email's HTML, the test email, the new-account email, and a mail server 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import re
@@ -11,14 +12,17 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from email.header import decode_header, make_header
 from email.message import EmailMessage
+from functools import partial
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 import pytest
+from aiosmtpd.controller import Controller
 
 from app import emails, security
 from app.main import create_app
@@ -632,3 +636,65 @@ def test_an_address_that_looks_like_an_encoded_word_is_written_as_stored(
         assert "evil.co" not in raw_header(message, "Subject")[0]
         assert str(make_header(decode_header(raw_header(message, "Subject")[0].replace("\r\n", "")))) in subjects
     assert {str(message["Subject"]) for message in received} == subjects
+
+
+# ---------------------------------------------------------------- the outbox: mail apart from the request
+
+
+@dataclass
+class StallingMailbox(Mailbox):
+    """A mail server that takes `stall` seconds to accept each message, once it has it whole."""
+
+    stall: float = 2.0
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        await asyncio.sleep(self.stall)
+        return await super().handle_DATA(server, session, envelope)
+
+
+def test_neither_the_answer_nor_the_next_requests_on_its_connection_wait_for_the_mail(
+    served: Served, user: Account
+) -> None:
+    stalling = StallingMailbox(port=free_port())
+    controller = Controller(stalling, hostname="127.0.0.1", port=stalling.port)
+    controller.start()
+    try:
+        with other_server(served, **mail_settings(stalling.port)) as http:
+            assert http.get("/utils/health-check/").json() is True  # the keep-alive connection the rest reuses
+            started = time.monotonic()
+            response = http.post(f"/password-recovery/{user.email}")
+            assert (response.status_code, response.json()) == (200, RECOVERY_SENT)
+            timings = [time.monotonic() - started]
+            # For a second, while the mail's SMTP conversation is under way and stalled, the same connection's
+            # requests answer at once (a bound, not a benchmark: waiting for the mail would take 2 s).
+            while time.monotonic() - started < 1.0:
+                asked = time.monotonic()
+                assert http.get("/users/me", headers=user.headers).status_code == 200
+                timings.append(time.monotonic() - asked)
+            assert stalling.messages == []  # the mail server has not accepted it yet
+            assert max(timings) < 0.5, timings
+            # ... and the mail goes out all the same.
+            message = wait_for_mail(stalling, user.email, recovery_subject(user.email), timeout=10)
+            assert reset(http, token_from(message), "a-brand-new-password").json() == PASSWORD_UPDATED
+    finally:
+        controller.stop()
+
+
+def test_a_full_outbox_drops_a_mail_and_a_closing_one_sends_what_it_holds() -> None:
+    async def scenario() -> list[int]:
+        outbox = emails.Outbox(size=1, senders=1, delay=(0, 0))
+        release, ran = asyncio.Event(), []
+
+        async def job(number: int) -> None:
+            ran.append(number)
+            await release.wait()
+
+        assert outbox.post("test_email", partial(job, 1))
+        await asyncio.sleep(0.05)  # the sender has taken the first: it waits for `release`
+        assert outbox.post("test_email", partial(job, 2))  # waits in the outbox
+        assert not outbox.post("test_email", partial(job, 3))  # the outbox is full: dropped
+        release.set()
+        await outbox.close()  # sends the second before it stops
+        return ran
+
+    assert asyncio.run(scenario()) == [1, 2]

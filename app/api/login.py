@@ -1,11 +1,11 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import partial
 from typing import Annotated, Any
 
 from litestar import Controller, MediaType, Request, Response, post
 from litestar._parsers import parse_url_encoded_form_data
-from litestar.background_tasks import BackgroundTask
 from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import NotFoundException
@@ -146,8 +146,9 @@ class LoginController(Controller):
         users: NamedDependency[UserService],
         settings: NamedDependency[Settings],
         rate_limiter: NamedDependency[RateLimiter],
+        outbox: NamedDependency[emails.Outbox],
         email: PathAddress,
-    ) -> Response[Message]:
+    ) -> Message:
         """Password recovery. The answer is the same whether or not the address is registered."""
         await rate_limiter.reserve(
             Quota(identity_key("recovery:email", email_identity(email)), settings.RECOVERY_PER_EMAIL_PER_HOUR, HOUR),
@@ -156,14 +157,13 @@ class LoginController(Controller):
             ),
         )
         user = await users.get_by_email(email)
-        # The token and the mail are made after the answer, so that a known address is not answered later
-        # than an unknown one.
-        background = (
-            None if user is None else BackgroundTask(send_recovery_email, settings, user.email, user.hashed_password)
-        )
-        if background is not None:
+        # The token and the mail are made by the outbox, after the answer and apart from this connection's next
+        # request, so that a known address is answered neither later nor followed by a slower answer.
+        if user is not None and outbox.post(
+            "reset_password", partial(send_recovery_email, settings, user.email, user.hashed_password)
+        ):
             count_email("reset_password", "queued")
-        return Response(Message(message=RECOVERY_SENT), background=background)
+        return Message(message=RECOVERY_SENT)
 
     @post(
         "/reset-password",

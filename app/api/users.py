@@ -1,10 +1,10 @@
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 from uuid import UUID
 
-from litestar import Controller, Request, Response, delete, get, patch, post
-from litestar.background_tasks import BackgroundTask
+from litestar import Controller, Request, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
@@ -59,16 +59,19 @@ class UsersController(Controller):
         responses=error_responses({400: [USER_EXISTS + "."]}),
     )
     async def create_user(
-        self, users: NamedDependency[UserService], settings: NamedDependency[Settings], data: JSONBody[UserCreate]
-    ) -> Response[UserPublic]:
+        self,
+        users: NamedDependency[UserService],
+        settings: NamedDependency[Settings],
+        outbox: NamedDependency[emails.Outbox],
+        data: JSONBody[UserCreate],
+    ) -> UserPublic:
         """Create a user; they get a welcome email (never with their password) when mail is configured."""
         # The template's message here ends with a period; signup's does not.
         user = await users.create_account(changes(data), USER_EXISTS + ".")
-        background = None
         if settings.emails_enabled:
             mail = emails.new_account_email(settings, user.email)
-            background = BackgroundTask(emails.send_email, settings, user.email, mail)
-        return Response(user, background=background)
+            outbox.post("new_account", partial(emails.send_email, settings, user.email, mail))
+        return user
 
     @get("/me")
     async def read_user_me(self, current_user: NamedDependency[Caller]) -> UserPublic:
