@@ -3,15 +3,25 @@
 import asyncio
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
+from advanced_alchemy.alembic.commands import AlembicCommands
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.api.paging import LIMIT_MAX
-from tests.conftest import Account, Served
+from app.database import sqlalchemy_config
+from tests.conftest import Account, Database, Served, create_postgres_database, drop_postgres_database, make_settings
 
 UserFactory = Callable[..., Account]
 LISTS = ["/items/", "/users/"]
+# Migration 0006's triggers on item.
+TRIGGERS = {
+    "postgresql": ["item_count_insert", "item_count_delete", "item_count_owner", "item_count_truncate"],
+    "sqlite": ["item_count_insert", "item_count_delete", "item_count_owner"],
+}
 
 
 @pytest.mark.parametrize("path", LISTS)
@@ -199,3 +209,69 @@ def test_an_owners_page_reads_no_item_beyond_it(served: Served, new_account: Use
         finally:
             db.run('UPDATE "user" SET item_count = 2 WHERE id = :id', id=db.id(owner.id))
         assert own_count(client, owner) == 2
+
+
+def user_columns(database: Database) -> set[str]:
+    async def go(engine: AsyncEngine) -> set[str]:
+        async with engine.connect() as connection:
+            return set((await connection.execute(text('SELECT * FROM "user" LIMIT 0'))).keys())
+
+    return database.execute(go)
+
+
+def item_trigger_names(database: Database) -> set[str]:
+    sql = {
+        "postgresql": "SELECT tgname FROM pg_trigger WHERE tgrelid = '{}'::regclass AND NOT tgisinternal",
+        "sqlite": "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = '{}'",
+    }
+
+    async def go(engine: AsyncEngine) -> set[str]:
+        async with engine.connect() as connection:
+            found = set()
+            for table in ("item", '"user"' if engine.dialect.name == "postgresql" else "user"):
+                rows = await connection.execute(text(sql[engine.dialect.name].format(table)))
+                found |= {table.strip('"') + "." + row[0] for row in rows}
+            return found
+
+    return database.execute(go)
+
+
+def test_the_migration_counts_existing_items_and_a_downgrade_takes_only_its_own_away(tmp_path: Path) -> None:
+    for url in (create_postgres_database(), f"sqlite+aiosqlite:///{tmp_path / 'count.db'}"):
+        engine = "postgresql" if url.startswith("postgresql") else "sqlite"
+        database = Database(url)
+        commands = AlembicCommands(sqlalchemy_config=sqlalchemy_config(make_settings(url)))
+        try:
+            commands.upgrade("0005")
+            before = item_trigger_names(database)
+            owners = [uuid.uuid4(), uuid.uuid4()]
+            for owner in owners:
+                email = f"count-{owner.hex[:8]}@example.com"
+                database.run(
+                    'INSERT INTO "user" (id, email, email_key, is_active, is_superuser, hashed_password, created_at) '
+                    "VALUES (:id, :email, :email, true, false, 'x', CURRENT_TIMESTAMP)",
+                    id=database.id(str(owner)),
+                    email=email,
+                )
+            for _ in range(3):
+                database.run(
+                    "INSERT INTO item (id, title, owner_id, created_at) VALUES (:id, 't', :owner, CURRENT_TIMESTAMP)",
+                    id=database.id(str(uuid.uuid4())),
+                    owner=database.id(str(owners[0])),
+                )
+            commands.upgrade("head")
+            counts = [
+                database.scalar('SELECT item_count FROM "user" WHERE id = :id', id=database.id(str(owner)))
+                for owner in owners
+            ]
+            assert counts == [3, 0]
+            ours = {f"item.{name}" for name in TRIGGERS[engine]}
+            assert item_trigger_names(database) == before | ours  # migration 0005's user triggers are still there
+            commands.downgrade("0005")
+            assert item_trigger_names(database) == before
+            assert "item_count" not in user_columns(database)
+            commands.upgrade("head")
+            assert item_trigger_names(database) == before | ours
+        finally:
+            if engine == "postgresql":
+                drop_postgres_database(url)
