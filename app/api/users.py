@@ -37,7 +37,13 @@ from app.schemas import (
     UserUpdateMe,
     changes,
 )
-from app.services import READ_WITH_CALLER, ReadWithCaller, UserService
+from app.services import (
+    READ_WITH_CALLER,
+    SUPERUSER_SELF_DEACTIVATE,
+    SUPERUSER_SELF_DEMOTE,
+    ReadWithCaller,
+    UserService,
+)
 from db.models import User
 
 USER_DELETED = "User deleted successfully"
@@ -131,7 +137,9 @@ class UsersController(Controller):
         guards=[requires_superuser],
         # The user as they were (for the audit of what changed), read in the caller's own statement.
         opt={READ_WITH_CALLER: ReadWithCaller(User, UserPublic, "user_id")},
-        responses=error_responses({404: [UNKNOWN_USER_ID], 409: [EMAIL_TAKEN]}),
+        responses=error_responses(
+            {403: [SUPERUSER_SELF_DEMOTE, SUPERUSER_SELF_DEACTIVATE], 404: [UNKNOWN_USER_ID], 409: [EMAIL_TAKEN]}
+        ),
     )
     async def update_user(
         self, users: NamedDependency[UserService], user_id: FromPath[UUID], data: JSONBody[UserUpdate]
