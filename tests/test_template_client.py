@@ -56,7 +56,7 @@ EXTRA_TYPES = {
 }
 EXTRA_METHODS = {"UtilsService.ready": "GET /api/v1/utils/ready"}
 # A line our client may add to a type the template's has: an error answer we document (`{"detail": "..."}`).
-EXTRA_LINE = re.compile(r"^(400|401|403|404|409|429|503): HTTPError;$")
+EXTRA_LINE = re.compile(r"^(400|401|403|404|409|429|502|503): HTTPError;$")
 
 
 def git(*args: str) -> bytes:
