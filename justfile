@@ -7,7 +7,7 @@ app := "app.main:create_app"
 # agrees) on the embedded SQLite database (data/app.db; or DATABASE_URL) with migrations, first superuser,
 # auto-reload, on HOST:PORT (127.0.0.1:8000).
 dev:
-    uv sync --quiet
+    uv sync --quiet --compile-bytecode
     ENVIRONMENT="${ENVIRONMENT:-local}" uv run litestar --app {{app}} prestart
     @echo "API docs: http://${HOST:-127.0.0.1}:${PORT:-8000}/docs  (superuser: ${FIRST_SUPERUSER:-admin@example.com})"
     ENVIRONMENT="${ENVIRONMENT:-local}" uv run uvicorn {{app}} --factory --http app.server:HttpProtocol --reload --reload-dir app --reload-dir db --host "${HOST:-127.0.0.1}" --port "${PORT:-8000}"

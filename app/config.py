@@ -383,11 +383,20 @@ def _check_secrets(settings: Settings) -> None:
             raise SettingsError(message)
 
 
+# The warnings about dev defaults that reading the process-wide settings gave: logged as one line each once logging
+# is set up (app/observability.py). Printed by Python they came first, each with a source line, unlike any other line.
+STARTUP_WARNINGS: list[str] = []
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings. A bad value stops start-up with one line naming the variable."""
     try:
-        # ENV_FILE names another file than the working folder's `.env` (one checkout, several configurations).
-        return load_settings(env_file=Path(os.environ.get("ENV_FILE") or ".env"))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            # ENV_FILE names another file than the working folder's `.env` (one checkout, several configurations).
+            settings = load_settings(env_file=Path(os.environ.get("ENV_FILE") or ".env"))
     except SettingsError as exc:
         sys.exit(f"Configuration error: {exc}")
+    STARTUP_WARNINGS.extend(str(warning.message) for warning in caught)
+    return settings

@@ -7,6 +7,7 @@ import re
 import secrets
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -18,11 +19,12 @@ from uuid import UUID
 import msgspec
 import sentry_sdk
 import structlog
+from jwt.warnings import InsecureKeyLengthWarning
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from structlog.typing import EventDict
 
-from app.config import Settings
+from app.config import STARTUP_WARNINGS, Settings
 
 REQUEST_ID_HEADER = b"x-request-id"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -101,6 +103,12 @@ def configure_logging(settings: Settings) -> None:
     # Libraries' warnings (PyJWT's, SQLAlchemy's, ours about dev defaults) become log lines like any other,
     # instead of raw text on stderr beside the JSON lines.
     logging.captureWarnings(True)
+    # PyJWT's own warning about a short HMAC key says what SECRET_KEY's check already said (and makes fatal outside
+    # local), at every token: once is enough.
+    warnings.filterwarnings("ignore", category=InsecureKeyLengthWarning)
+    for message in STARTUP_WARNINGS:
+        structlog.get_logger("app.config").warning(message)
+    STARTUP_WARNINGS.clear()
 
 
 def init_sentry(settings: Settings) -> None:

@@ -77,3 +77,39 @@ def test_sentry_only_with_a_dsn_outside_local(environment: str, active: bool) ->
 def test_no_sentry_without_a_dsn() -> None:
     _, stderr = run_probe(ENVIRONMENT="production")
     assert "SENTRY False" in stderr
+
+
+STARTUP_SCRIPT = """
+import uuid
+from datetime import timedelta
+from app.config import get_settings
+from app.observability import configure_logging
+from app.security import create_access_token
+settings = get_settings()
+configure_logging(settings)
+# PyJWT warns about a short HMAC key here, unless filtered
+create_access_token(uuid.uuid4(), 0, settings.SECRET_KEY, timedelta(minutes=5))
+"""
+
+
+def test_dev_default_warnings_are_one_log_line_each_and_pyjwt_s_is_folded_into_ours() -> None:
+    environ = {"PATH": "/usr/bin:/bin", "PYTHONPATH": ".", "ENVIRONMENT": "local", "SECRET_KEY": "short"}
+    result = subprocess.run(
+        [sys.executable, "-W", "default", "-c", STARTUP_SCRIPT],
+        cwd=ROOT,
+        env={**environ, "LOG_JSON": "true", "ENV_FILE": "/nonexistent"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""  # nothing printed by Python's own warning display: no source lines
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    warned = [event["event"] for event in events if event["level"] == "warning"]
+    # Each once, in the order the checks run; PyJWT's InsecureKeyLengthWarning is not among them.
+    assert warned == [
+        'The value of FIRST_SUPERUSER_PASSWORD is "changethis", for security, please change it.',
+        "SECRET_KEY: 5 bytes is too short to sign tokens, use at least 32 (e.g. the output of "
+        "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`)",
+    ]
+    assert all(event["logger"] == "app.config" for event in events if event["level"] == "warning")
