@@ -13,7 +13,7 @@ from litestar.config.cors import CORSConfig
 from litestar.datastructures import MutableScopeHeaders
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import RedocRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.plugins import RedocRenderPlugin
 from litestar.openapi.spec import Components, OAuthFlow, OAuthFlows, SecurityScheme
 from litestar.routes import HTTPRoute
 from litestar.types import Message, Scope
@@ -29,6 +29,7 @@ from app.auth import EXCLUDE_FROM_AUTH, auth_middleware
 from app.cli import AdminCLIPlugin
 from app.config import Settings, get_settings
 from app.database import sqlalchemy_config
+from app.docs import CONTENT_SECURITY_POLICY, FAVICON, REDOC_JS_URL, docs_static_router, swagger_plugin
 from app.emails import Outbox
 from app.errors import exception_handlers
 from app.frontend import Frontend
@@ -67,10 +68,17 @@ class RedocFromURL(RedocRenderPlugin):
         return msgspec.json.encode(OPENAPI_URL)
 
 
-REDOC = RedocFromURL()
+# Our bundle, no Google Fonts (ReDoc falls back to the system's): nothing from another host (app/docs.py).
+REDOC = RedocFromURL(js_url=REDOC_JS_URL, google_fonts=False, favicon=FAVICON)
 
 
-@get("/redoc", include_in_schema=False, opt={EXCLUDE_FROM_AUTH: True}, media_type=MediaType.HTML)
+@get(
+    "/redoc",
+    include_in_schema=False,
+    opt={EXCLUDE_FROM_AUTH: True},
+    media_type=MediaType.HTML,
+    response_headers=[CONTENT_SECURITY_POLICY],
+)
 async def redoc(request: Request[Any, Any, Any]) -> bytes:
     """A route of its own beside /docs: as a render plugin of the docs router it could only live under /docs."""
     return REDOC.render(request, request.app.openapi_schema.to_schema())
@@ -161,7 +169,13 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
     api = Router(path=settings.API_V1_STR, route_handlers=controllers, dependencies=services)
 
     app = Litestar(
-        route_handlers=[api, openapi_json, redoc, *([metrics_endpoint(metrics)] if metrics else [])],
+        route_handlers=[
+            api,
+            openapi_json,
+            redoc,
+            docs_static_router(),
+            *([metrics_endpoint(metrics)] if metrics else []),
+        ],
         plugins=[
             SQLAlchemyPlugin(config=db_config),
             AdminCLIPlugin(),
@@ -192,8 +206,15 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
             version="0.1.0",
             # The docs live at /docs; /api/v1/openapi.json is served by `openapi_json` (a catch-all of the docs
             # router under /api/v1 would turn unknown API paths into HTML pages).
-            openapi_router=Router("/docs", route_handlers=[], include_in_schema=False, opt={EXCLUDE_FROM_AUTH: True}),
-            render_plugins=[SwaggerRenderPlugin(path="/")],
+            openapi_router=Router(
+                "/docs",
+                route_handlers=[],
+                include_in_schema=False,
+                opt={EXCLUDE_FROM_AUTH: True},
+                response_headers=[CONTENT_SECURITY_POLICY],
+            ),
+            # Both UIs load their JavaScript and CSS from us (app/docs.py): the docs work on a closed network.
+            render_plugins=[swagger_plugin(path="/")],
             operation_id_creator=operation_id,
             use_handler_docstrings=True,
             components=Components(
