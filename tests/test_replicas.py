@@ -6,6 +6,7 @@ balancer routes around it; and the replicas' pools share a few server connection
 
 from __future__ import annotations
 
+import csv
 import os
 import shutil
 import signal
@@ -15,7 +16,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +41,9 @@ REPLICAS = 3
 PGBOUNCER_POOL = 4  # server connections PgBouncer opens to the database, for the replicas' 3 x 5 pooled ones
 API = "/api/v1"
 CONNECTION_CLOSED = 0  # no answer at all: the balancer closed the connection of a request that died with a replica
+# How long the cluster may take to reach a state it waits for (replicas up, the balancer seeing them, a kill noticed):
+# only a deadline for a condition polled, generous for a loaded machine; a healthy run waits far less.
+DEADLINE = 60
 
 
 @dataclass
@@ -48,10 +52,23 @@ class Cluster:
     replicas: list[str]  # base URL of each replica
     processes: list[subprocess.Popen[bytes]]
     database: Database
+    stats: Path  # HAProxy's stats socket
     logs: list[Path] = field(default_factory=list)
 
     def client(self, base: str) -> httpx.Client:
         return httpx.Client(base_url=base + API, timeout=30)
+
+    def servers(self) -> dict[str, dict[str, str]]:
+        return balancer_servers(self.stats)
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = DEADLINE, interval: float = 0.05) -> None:
+    """Poll `condition` until it holds; fail with `what` if it does not within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        time.sleep(interval)
 
 
 def start_replica(port: int, environment: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -61,34 +78,38 @@ def start_replica(port: int, environment: dict[str, str], log: Path) -> subproce
         return subprocess.Popen(command, cwd=ROOT, env=environment, stdout=output, stderr=subprocess.STDOUT)
 
 
-def wait_until_ready(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + API + "/utils/ready", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"{url} did not become ready")
+def ready(url: str, process: subprocess.Popen[bytes] | None = None, log: Path | None = None) -> bool:
+    """Whether `url` answers its readiness route with a 200 (a process that stopped fails at once, with its log)."""
+    if process is not None and process.poll() is not None:
+        output = log.read_text(errors="replace")[-4000:] if log else ""
+        raise AssertionError(f"{url} stopped ({process.returncode}) before it was ready:\n{output}")
+    try:
+        return httpx.get(url + API + "/utils/ready", timeout=10).status_code == 200
+    except httpx.TransportError:
+        return False
 
 
-def haproxy_config(port: int, replica_ports: list[int]) -> str:
-    """Round robin over the replicas, each checked on the readiness route every 200 ms; a request whose connection
-    to a replica fails goes to another (only then: a request a replica may have started on is never sent twice)."""
+def haproxy_config(port: int, replica_ports: list[int], stats: Path) -> str:
+    """Round robin over the replicas, each checked on the readiness route every 200 ms: a check may take 2 s (a
+    loaded machine answers slowly), a replica is taken out after 3 failed checks in a row and back in after 2
+    passed, so one slow answer never takes one out, and a killed replica (its connections refused at once) is out
+    within a second. A request whose connection to a replica fails goes to another (only then: a request a replica
+    may have started on is never sent twice). The stats socket tells the tests what the balancer thinks of each."""
     servers = "\n".join(
-        f"    server replica{n} 127.0.0.1:{replica} check inter 200ms fall 1 rise 2"
+        f"    server replica{n} 127.0.0.1:{replica} check inter 200ms fall 3 rise 2"
         for n, replica in enumerate(replica_ports)
     )
     return f"""
 global
     maxconn 512
+    stats socket {stats} mode 600
 
 defaults
     mode http
     timeout connect 1s
     timeout client 30s
     timeout server 30s
+    timeout check 2s
     retries 3
     retry-on conn-failure
     option redispatch
@@ -102,6 +123,39 @@ backend replicas
     option httpchk GET {API}/utils/ready
 {servers}
 """
+
+
+def balancer_servers(stats: Path) -> dict[str, dict[str, str]]:
+    """Each server of the replicas backend by name, with its fields of HAProxy's `show stat` (its CSV)."""
+    with socket.socket(socket.AF_UNIX) as connection:
+        connection.settimeout(10)
+        connection.connect(str(stats))
+        connection.sendall(b"show stat\n")
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    rows = csv.DictReader(answer.decode().removeprefix("# ").splitlines())
+    return {
+        row["svname"]: row
+        for row in rows
+        if row["pxname"] == "replicas" and row["svname"] not in {"FRONTEND", "BACKEND"}
+    }
+
+
+def fully_up(server: dict[str, str]) -> bool:
+    """UP after a passed check, and at full health: only `fall` failed checks in a row would take it out. (HAProxy
+    starts a server UP on trust, one failed check away from DOWN, before any check has passed.)"""
+    health, rise, fall = (int(server[name] or 0) for name in ("check_health", "check_rise", "check_fall"))
+    return server["status"] == "UP" and server["check_status"] == "L7OK" and health == rise + fall - 1
+
+
+def balancer_sees_every_replica(stats: Path, haproxy: subprocess.Popen[bytes]) -> bool:
+    assert haproxy.poll() is None, f"HAProxy stopped ({haproxy.returncode})"
+    try:
+        servers = balancer_servers(stats)
+    except OSError:  # the socket is not there yet
+        return False
+    return len(servers) == REPLICAS and all(fully_up(server) for server in servers.values())
 
 
 def start_pgbouncer(folder: Path, port: int, upstream: str) -> subprocess.Popen[bytes]:
@@ -133,15 +187,17 @@ max_client_conn = 200
     process = subprocess.Popen(
         [pgbouncer, *as_user, str(folder / "pgbouncer.ini")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    deadline = time.monotonic() + 10
-    while True:
+
+    def listening() -> bool:
+        assert process.poll() is None, "PgBouncer stopped"
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return process
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
         except OSError:
-            assert process.poll() is None, "PgBouncer stopped"
-            assert time.monotonic() < deadline, "PgBouncer did not start"
-            time.sleep(0.05)
+            return False
+        return True
+
+    wait_until(listening, "PgBouncer listens")
+    return process
 
 
 @pytest.fixture(scope="module")
@@ -177,18 +233,22 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         logs = [folder / f"replica{n}.log" for n in range(REPLICAS)]
         processes += [start_replica(port, environment, log) for port, log in zip(ports, logs, strict=True)]
         replicas = [f"http://127.0.0.1:{port}" for port in ports]
-        for replica in replicas:
-            wait_until_ready(replica)
+        for replica, process, log in zip(replicas, processes[1:], logs, strict=True):
+            wait_until(
+                lambda replica=replica, process=process, log=log: ready(replica, process, log), f"{replica} ready"
+            )
         balancer_port = free_port()
-        config = folder / "haproxy.cfg"
-        config.write_text(haproxy_config(balancer_port, ports))
-        processes.append(
-            subprocess.Popen([haproxy, "-f", str(config), "-db"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        config, stats = folder / "haproxy.cfg", folder / "haproxy.sock"
+        config.write_text(haproxy_config(balancer_port, ports, stats))
+        balancing = subprocess.Popen(
+            [haproxy, "-f", str(config), "-db"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
+        processes.append(balancing)
+        # Before any test (its first login through the balancer included): every replica in, by HAProxy's checks.
+        wait_until(lambda: balancer_sees_every_replica(stats, balancing), "HAProxy sees every replica up")
         balancer = f"http://127.0.0.1:{balancer_port}"
-        wait_until_ready(balancer)
-        time.sleep(0.5)  # every replica's first health check passed (rise 2 at 200 ms)
-        yield Cluster(balancer, replicas, processes[1 : REPLICAS + 1], Database(url), logs)
+        wait_until(lambda: ready(balancer), "the balancer answers")
+        yield Cluster(balancer, replicas, processes[1 : REPLICAS + 1], Database(url), stats, logs)
     finally:
         for process in processes:
             if process.poll() is None:
@@ -211,8 +271,9 @@ def new_account(cluster: Cluster) -> tuple[str, str]:
 
 def test_every_replica_shares_its_limits_through_redis(cluster: Cluster) -> None:
     for base in [cluster.balancer, *cluster.replicas]:
-        ready = httpx.get(base + API + "/utils/ready")
-        assert (ready.status_code, ready.json()["rate_limits"]) == (200, "redis"), base
+        with cluster.client(base) as http:
+            answer = http.get("/utils/ready")
+        assert (answer.status_code, answer.json()["rate_limits"]) == (200, "redis"), base
 
 
 def test_the_replicas_share_a_few_server_connections_through_pgbouncer(cluster: Cluster) -> None:
@@ -281,8 +342,9 @@ def test_recovery_limits_are_shared(cluster: Cluster) -> None:
 def test_a_replica_killed_under_load_loses_no_acknowledged_write(cluster: Cluster) -> None:
     """Writers create items through the balancer while one replica is killed (SIGKILL): what was answered 200 is in
     the database; what was not is a 502/503 from the balancer or a connection it closed (the request died with the
-    replica: not acknowledged), nothing else; and once the balancer has noticed, every call succeeds on the two
-    replicas left."""
+    replica: not acknowledged), nothing else; and once the balancer has noticed (its stats say the replica is DOWN),
+    every call succeeds on the two replicas left. Each step waits for what it needs, not for a time: 10 writes
+    acknowledged before the kill, the balancer noticing, 10 more acknowledged after."""
     with cluster.client(cluster.balancer) as http:
         headers = login(http, SUPERUSER_EMAIL, SUPERUSER_PASSWORD)
     acknowledged: list[tuple[str, str]] = []
@@ -295,31 +357,44 @@ def test_a_replica_killed_under_load_loses_no_acknowledged_write(cluster: Cluste
             while not stop.is_set():
                 sequence += 1
                 title = f"writer {worker} item {sequence}"
+                sent = time.monotonic()
                 try:
                     response = http.post("/items/", json={"title": title}, headers=headers)
                 except httpx.TransportError:
-                    statuses.append((time.monotonic(), CONNECTION_CLOSED))
+                    statuses.append((sent, CONNECTION_CLOSED))
                     continue
-                statuses.append((time.monotonic(), response.status_code))
+                statuses.append((sent, response.status_code))
                 if response.status_code == 200:
                     acknowledged.append((response.json()["id"], title))
 
     writers = [threading.Thread(target=write, args=(n,)) for n in range(4)]
+
+    def acknowledged_since(moment: float) -> int:
+        return sum(status == 200 for sent, status in list(statuses) if sent > moment)
+
     for writer in writers:
         writer.start()
-    time.sleep(1.5)
-    cluster.processes[0].send_signal(signal.SIGKILL)
-    killed = time.monotonic()
-    time.sleep(3)
-    stop.set()
-    for writer in writers:
-        writer.join(timeout=30)
+    try:
+        wait_until(lambda: len(acknowledged) >= 10, "10 writes acknowledged before the kill")
+        cluster.processes[0].send_signal(signal.SIGKILL)
+        killed = time.monotonic()
+        wait_until(lambda: cluster.servers()["replica0"]["status"] == "DOWN", "the balancer notices the kill")
+        noticed = time.monotonic()
+        wait_until(lambda: acknowledged_since(noticed) >= 10, "10 writes acknowledged after the balancer noticed")
+    finally:
+        stop.set()
+        for writer in writers:
+            writer.join(timeout=DEADLINE)
 
     assert {status for _, status in statuses} <= {200, 502, 503, CONNECTION_CLOSED}, statuses
     assert sum(status == 200 for sent, status in statuses if sent < killed) >= 10
-    # The balancer checks every 200 ms: a second after the kill, nothing fails any more.
-    assert all(status == 200 for sent, status in statuses if sent > killed + 1.0)
-    assert sum(status == 200 for sent, status in statuses if sent > killed + 1.0) >= 10
+    # Once the balancer has taken the killed replica out, nothing fails any more.
+    assert all(status == 200 for sent, status in statuses if sent > noticed), statuses
+    assert {name: server["status"] for name, server in cluster.servers().items()} == {
+        "replica0": "DOWN",
+        "replica1": "UP",
+        "replica2": "UP",
+    }
     titles = dict(acknowledged)
     stored = cluster.database.scalar(
         'SELECT count(*) FROM item WHERE owner_id = (SELECT id FROM "user" WHERE email = :email)',
