@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import socket
 import threading
 import time
@@ -73,12 +74,114 @@ SLOW_MODULES = [
 ]
 
 
+# ---------------------------------------------------------------- external tools
+
+# Some modules drive programs beyond Python, PostgreSQL and Redis. A test that needs one names it,
+# `@pytest.mark.needs("haproxy", "pgbouncer")` (or calls `require(...)` where it finds out it needs it); without
+# it the test is skipped with the way to get it, except in CI (CI=true, as `.ci/run` sets), where it fails: CI never
+# passes by skipping. "root" and the others below that are no program on the PATH are checked their own way.
+IN_CI = os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
+POSTGRES_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"))), None)
+TEMPLATE_MIRROR = Path(os.environ.get("TEMPLATE_MIRROR", "/work/.mirror/fastapi+full-stack-fastapi-template/repo"))
+
+
+def tool_path(name: str) -> str | None:
+    """A program on the PATH, in the virtual environment or in Debian's sbin folders (not on every user's PATH)."""
+    venv_bin = str(Path(__file__).resolve().parent.parent / ".venv/bin")
+    return shutil.which(name) or shutil.which(name, path=f"{venv_bin}:/usr/local/sbin:/usr/sbin:/sbin")
+
+
+@dataclass(frozen=True)
+class Tool:
+    how: str  # how to get it
+    present: Callable[[], bool] | None = None  # default: a program of that name (tool_path)
+
+
+TOOLS: dict[str, Tool] = {
+    "root": Tool("run the tests as root", lambda: os.geteuid() == 0),
+    "haproxy": Tool("apt-get install haproxy (.ci/run installs it)"),
+    "pgbouncer": Tool("apt-get install pgbouncer (.ci/run installs it)"),
+    "podman": Tool("apt-get install podman (.ci/run installs it)"),
+    "runc": Tool("apt-get install runc (.ci/run installs it)"),
+    "debootstrap": Tool("apt-get install debootstrap (.ci/run installs it)"),
+    "kubectl": Tool("install kubectl, https://kubernetes.io/docs/tasks/tools/ (its kustomize renders deploy/k8s)"),
+    "podman-compose": Tool("uv sync (a dev dependency)"),
+    "openssl": Tool("apt-get install openssl"),
+    "postgresql-server": Tool(
+        "apt-get install postgresql (initdb, postgres and pg_isready in /usr/lib/postgresql/*/bin)",
+        lambda: POSTGRES_BIN is not None and (POSTGRES_BIN / "initdb").exists(),
+    ),
+    "pg_dump": Tool("apt-get install postgresql-client (pg_dump, pg_restore, createdb, dropdb)"),
+    "redis-server": Tool("apt-get install redis-server (redis-server, redis-cli)"),
+    "chromium": Tool("apt-get install chromium (headless: the docs' offline browser test; .ci/run installs it)"),
+    "npm": Tool("apt-get install npm (installs bun for the template's frontend)"),
+    "template-mirror": Tool(
+        f"git clone --mirror https://github.com/fastapi/full-stack-fastapi-template {TEMPLATE_MIRROR}"
+        " (or set TEMPLATE_MIRROR to such a mirror)",
+        lambda: (TEMPLATE_MIRROR / "HEAD").exists(),
+    ),
+}
+
+
+def is_present(name: str) -> bool:
+    tool = TOOLS.get(name)
+    return tool.present() if tool is not None and tool.present is not None else tool_path(name) is not None
+
+
+def missing_reason(*names: str) -> str | None:
+    """`needs X: how to get it` for each of `names` this machine lacks, or None when it has them all."""
+    absent = [name for name in names if not is_present(name)]
+    if not absent:
+        return None
+    return "; ".join(f"needs {name}: {TOOLS[name].how if name in TOOLS else f'install {name}'}" for name in absent)
+
+
+def require(*names: str) -> None:
+    """Skip the running test (fail it in CI) unless this machine has all of `names`."""
+    __tracebackhide__ = True  # the skip names the test's line that needs it, not this one
+    reason = missing_reason(*names)
+    if reason is None:
+        return
+    if IN_CI:
+        pytest.fail(f"{reason} (CI=true: a missing tool fails the test, CI never skips it)", pytrace=False)
+    pytest.skip(reason)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "needs(*tools): skip without these tools (fail in CI); tests/conftest.py TOOLS")
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    if hasattr(config, "workerinput"):  # an xdist worker: the controller prints it once
+        return []
+    verdict = "fail (CI=true)" if IN_CI else "are skipped"
+    return [
+        f"missing tool: {name}: the tests that need it {verdict}; to get it: {tool.how}"
+        for name, tool in TOOLS.items()
+        if not is_present(name)
+    ]
+
+
+def needed_by(item: pytest.Item) -> list[str]:
+    return [name for mark in item.iter_markers("needs") for name in mark.args]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if IN_CI and (names := needed_by(item)):  # outside CI, the skip marks of pytest_collection_modifyitems
+        require(*names)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     def slowness(item: pytest.Item) -> int:
         name = item.path.name
         return SLOW_MODULES.index(name) if name in SLOW_MODULES else len(SLOW_MODULES)
 
     items.sort(key=slowness)  # stable: each module keeps its own order
+    if not IN_CI:
+        for item in items:
+            if reason := missing_reason(*needed_by(item)):
+                item.add_marker(pytest.mark.skip(reason=reason))
 
 
 # ---------------------------------------------------------------- databases

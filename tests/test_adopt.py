@@ -39,6 +39,7 @@ from tests.conftest import (
     free_port,
     login,
     make_settings,
+    require,
     run,
 )
 from tests.test_migrations import autogenerate_diff
@@ -264,6 +265,7 @@ def template_database(new_database: Callable[[], Database]) -> Callable[[str], D
 
 def dump(database: Database, *options: str) -> str:
     """pg_dump's text of the whole database, schema and rows: equal dumps, equal databases."""
+    require("pg_dump")
     url = make_url(database.url)
     output = subprocess.run(
         [

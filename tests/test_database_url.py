@@ -4,7 +4,6 @@ that speaks TLS: a cluster of the test's own (the shared one has `ssl = off`), w
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import tempfile
@@ -21,14 +20,19 @@ from app.cli import prestart
 from app.config import Settings, load_settings
 from app.database import sqlalchemy_config
 from app.main import create_app
-from tests.conftest import SECRET_KEY, SUPERUSER_EMAIL, SUPERUSER_PASSWORD, LiveServer, free_port, login, run
-
-POSTGRES_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"))), None)
-
-pytestmark = pytest.mark.skipif(
-    POSTGRES_BIN is None or os.geteuid() != 0 or shutil.which("openssl") is None,
-    reason="needs root (to run a cluster as postgres), PostgreSQL's server binaries and openssl",
+from tests.conftest import (
+    POSTGRES_BIN,
+    SECRET_KEY,
+    SUPERUSER_EMAIL,
+    SUPERUSER_PASSWORD,
+    LiveServer,
+    free_port,
+    login,
+    run,
 )
+
+# Root to run a cluster as postgres, PostgreSQL's server binaries (POSTGRES_BIN) and openssl for the certificates.
+pytestmark = pytest.mark.needs("root", "postgresql-server", "openssl")
 
 
 @dataclass(frozen=True)

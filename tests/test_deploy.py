@@ -5,7 +5,6 @@ setting they name exists, the probes answer, the ports, labels and timeouts agre
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from typing import Any
 
@@ -15,7 +14,7 @@ import pytest
 import yaml
 
 from app.config import Settings, SettingsError, load_settings
-from tests.conftest import ROOT, Served
+from tests.conftest import ROOT, Served, require, tool_path
 
 KUBERNETES_VERSION = "1.32.0"
 # Read by uvicorn, not by the app's settings.
@@ -34,8 +33,9 @@ def run(*command: str) -> str:
 
 
 def compose_config(*files: str) -> dict[str, Any]:
-    podman_compose = shutil.which("podman-compose") or shutil.which("podman-compose", path=str(ROOT / ".venv/bin"))
-    assert podman_compose, "podman-compose (a dev dependency) is needed"
+    require("podman-compose")
+    podman_compose = tool_path("podman-compose")
+    assert podman_compose
     command = [podman_compose, "--dry-run"]  # reads and merges the files only: no podman needed
     for file in files:
         command += ["-f", f"deploy/{file}"]
@@ -74,8 +74,9 @@ def test_the_caddyfile_proxies_to_the_backend_and_checks_readiness() -> None:
 
 
 def rendered(overlay: str) -> list[dict[str, Any]]:
-    kubectl = shutil.which("kubectl")
-    assert kubectl, "kubectl (with its kustomize) is needed to render deploy/k8s"
+    require("kubectl")
+    kubectl = tool_path("kubectl")
+    assert kubectl
     return [document for document in yaml.safe_load_all(run(kubectl, "kustomize", f"deploy/k8s/{overlay}")) if document]
 
 

@@ -20,7 +20,7 @@ import pytest
 from litestar import Litestar
 
 from app.main import create_app
-from tests.conftest import LiveServer, make_settings, prepare
+from tests.conftest import LiveServer, make_settings, prepare, require
 
 CHROMIUM = "/usr/bin/chromium"
 PAGES = ["/docs", "/redoc"]
@@ -154,11 +154,11 @@ class RecordingProxy:
 
 
 def chromium() -> str:
-    """The browser, or a failure that says how to get it: this test is the only proof the docs render offline,
-    so it never passes by skipping (.ci/run installs Debian's chromium)."""
+    """The browser. This test is the only proof the docs render offline: without chromium it is skipped with the
+    way to get it, except in CI, where it fails, so CI never passes by skipping (.ci/run installs Debian's chromium)."""
+    require("chromium")
     path = CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")
-    if path is None:
-        pytest.fail("needs chromium (headless) at /usr/bin/chromium: apt-get install chromium", pytrace=False)
+    assert path is not None
     return path
 
 

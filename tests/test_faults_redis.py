@@ -54,6 +54,8 @@ from tests.conftest import (
     random_email,
 )
 
+pytestmark = pytest.mark.needs("redis-server")  # a redis-server of the test's own, and its redis-cli
+
 DEGRADED = "process (redis unavailable)"
 LIMIT = 5  # LOGIN_FAILURES_PER_ACCOUNT_PER_MINUTE here
 MARGIN_S = 10.0  # on top of REDIS_RETRY_INTERVAL_S: generous, for a loaded 2-core machine

@@ -2,7 +2,7 @@
 bootstrapped here (no container registry is reachable in CI), migrated by its one-shot `prestart` and served
 against a fresh PostgreSQL database the way a deployment runs it.
 
-Needs root, podman, runc and debootstrap (`.ci/run` installs them); without them this test fails, it does not skip.
+Needs root, podman, runc and debootstrap (`.ci/run` installs them): skipped without them, except in CI, where it fails.
 The base image is cached in podman's store under a tag keyed on what was bootstrapped, so only the first run pays
 for debootstrap (about a minute); the dependency layer is cached by podman's build as long as uv.lock is unchanged.
 """
@@ -41,6 +41,8 @@ from tests.conftest import (
     free_port,
 )
 
+pytestmark = pytest.mark.needs("root", "podman", "runc", "debootstrap")
+
 # Root podman with runc and cgroupfs: what this machine (and CI, on the same machine) can run.
 PODMAN = ["podman", "--runtime", "runc", "--cgroup-manager", "cgroupfs"]
 # The sandbox may not raise limits to podman's defaults; the host network reaches PostgreSQL on 127.0.0.1.
@@ -70,7 +72,6 @@ def ensure_base_image() -> None:
     """A Debian base with python3, as python:*-slim would be (debootstrap needs root and Debian's mirror)."""
     if podman("image", "exists", BASE_IMAGE, check=False).returncode == 0:
         return
-    assert shutil.which("debootstrap"), "debootstrap is missing: apt-get install -y debootstrap (see .ci/run)"
     with tempfile.TemporaryDirectory(prefix="accounts-api-rootfs-") as rootfs:
         bootstrap = subprocess.run(
             ["debootstrap", "--variant=minbase", f"--include={PACKAGES}", SUITE, rootfs, MIRROR],
@@ -119,9 +120,6 @@ class Built:
 
 @pytest.fixture(scope="module")
 def built() -> Iterator[Built]:
-    assert os.geteuid() == 0, "the image test runs root podman and debootstrap: run it as root"
-    for tool in ("podman", "runc"):
-        assert shutil.which(tool), f"{tool} is missing: apt-get install -y podman runc (see .ci/run)"
     started = time.monotonic()
     with LOCK.open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one bootstrap at a time when suites run side by side

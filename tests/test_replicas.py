@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -35,7 +34,10 @@ from tests.conftest import (
     free_port,
     login,
     prepare,
+    tool_path,
 )
+
+pytestmark = pytest.mark.needs("haproxy", "pgbouncer")
 
 REPLICAS = 3
 PGBOUNCER_POOL = 4  # server connections PgBouncer opens to the database, for the replicas' 3 x 5 pooled ones
@@ -160,8 +162,8 @@ def balancer_sees_every_replica(stats: Path, haproxy: subprocess.Popen[bytes]) -
 
 def start_pgbouncer(folder: Path, port: int, upstream: str) -> subprocess.Popen[bytes]:
     """PgBouncer from Debian's package, in transaction mode, in front of the test database's server."""
-    pgbouncer = shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin")
-    assert pgbouncer, "PgBouncer is needed (Debian: apt-get install pgbouncer; .ci/run installs it)"
+    pgbouncer = tool_path("pgbouncer")  # the module needs it (pytestmark)
+    assert pgbouncer
     target = make_url(upstream)
     folder.mkdir(mode=0o755)
     folder.chmod(0o755)  # PgBouncer refuses to run as root: it drops to the postgres user, who must read this
@@ -202,8 +204,8 @@ max_client_conn = 200
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    haproxy = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin")
-    assert haproxy, "HAProxy is needed (Debian: apt-get install haproxy; .ci/run installs it)"
+    haproxy = tool_path("haproxy")  # the module needs it (pytestmark)
+    assert haproxy
     url = create_postgres_database()
     folder = tmp_path_factory.mktemp("replicas")
     processes: list[subprocess.Popen[bytes]] = []

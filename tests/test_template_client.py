@@ -27,9 +27,11 @@ import httpx
 import pytest
 
 from app.main import create_app
-from tests.conftest import LiveServer, make_settings
+from tests.conftest import TEMPLATE_MIRROR, LiveServer, make_settings
 
-TEMPLATE_MIRROR = Path(os.environ.get("TEMPLATE_MIRROR", "/work/.mirror/fastapi+full-stack-fastapi-template/repo"))
+# The template's git mirror (TEMPLATE_MIRROR), and npm to install bun.
+pytestmark = pytest.mark.needs("template-mirror", "npm")
+
 TEMPLATE_COMMIT = "68adb40d"
 BUN_VERSION = "1.3.12"  # the bun the template's CI installs
 CACHE = Path(os.environ.get("TEMPLATE_CLIENT_CACHE", "/tmp/template-client-cache"))
@@ -113,8 +115,6 @@ def document() -> Iterator[bytes]:
 def frontend(document: bytes, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The template's workspace with its client generated from our document (and formatted as the template's
     script does), its dependencies those of the cache."""
-    if not (TEMPLATE_MIRROR / "HEAD").exists():
-        pytest.skip(f"no mirror of the template's git repository at {TEMPLATE_MIRROR} (set TEMPLATE_MIRROR)")
     commit = git("rev-parse", "--verify", f"{TEMPLATE_COMMIT}^{{commit}}").decode().strip()
     cached = installed(commit)
     workspace = tmp_path_factory.mktemp("template")
