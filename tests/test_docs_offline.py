@@ -20,7 +20,7 @@ import pytest
 from litestar import Litestar
 
 from app.main import create_app
-from tests.conftest import LiveServer, make_settings, prepare, require
+from tests.conftest import LiveServer, make_settings, prepare
 
 CHROMIUM = "/usr/bin/chromium"
 PAGES = ["/docs", "/redoc"]
@@ -154,9 +154,9 @@ class RecordingProxy:
 
 
 def chromium() -> str:
-    """The browser. This test is the only proof the docs render offline: without chromium it is skipped with the
-    way to get it, except in CI, where it fails, so CI never passes by skipping (.ci/run installs Debian's chromium)."""
-    require("chromium")
+    """The browser: the test that runs it is marked `needs("chromium")`, so without it that test is skipped with the
+    way to get it, except in CI, where it fails, so CI never passes by skipping (.ci/run installs Debian's chromium).
+    """
     path = CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")
     assert path is not None
     return path
@@ -228,6 +228,7 @@ RENDERED = {
 }
 
 
+@pytest.mark.needs("chromium")  # the only proof the docs render offline
 @pytest.mark.parametrize("page", PAGES)
 def test_a_browser_without_network_renders_the_docs(docs: Docs, page: str, tmp_path: Path) -> None:
     with RecordingProxy() as proxy:
