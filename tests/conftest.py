@@ -232,6 +232,22 @@ class Database:
         parsed = uuid.UUID(value)
         return parsed.bytes if self.url.startswith("sqlite") else parsed
 
+    def trigger_names(self, table: str) -> set[str]:
+        """The names of the triggers on `table` (not PostgreSQL's internal ones, which enforce constraints)."""
+        sql = {
+            "postgresql": "SELECT tgname FROM pg_trigger WHERE tgrelid = CAST(:quoted AS regclass)"
+            " AND NOT tgisinternal",
+            "sqlite": "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = :table",
+        }
+
+        async def go(engine: AsyncEngine) -> set[str]:
+            async with engine.connect() as connection:
+                query = text(sql[engine.dialect.name])
+                rows = await connection.execute(query, {"quoted": f'"{table}"', "table": table})
+                return {row[0] for row in rows}
+
+        return set(self.execute(go))
+
     def scalar(self, sql: str, **params: Any) -> Any:
         """The first column of the first row of a query."""
 

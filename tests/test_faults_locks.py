@@ -30,7 +30,9 @@ from app.main import create_app
 from tests.conftest import (
     SUPERUSER_EMAIL,
     SUPERUSER_PASSWORD,
+    Account,
     LiveServer,
+    create_account,
     login,
     make_settings,
     random_email,
@@ -117,19 +119,8 @@ def service(migrated_database: str) -> Iterator[Service]:
         yield served
 
 
-@dataclass
-class Account:
-    id: str
-    email: str
-    password: str
-    headers: dict[str, str]
-
-
 def new_account(service: Service) -> Account:
-    email, password = random_email(), "a-good-password"
-    response = service.http.post("/users/", json={"email": email, "password": password}, headers=service.headers)
-    assert response.status_code == 200, response.text
-    return Account(response.json()["id"], email, password, login(service.http, email, password))
+    return create_account(service.http, service.headers)
 
 
 def new_item(service: Service, headers: dict[str, str]) -> str:

@@ -220,20 +220,7 @@ def user_columns(database: Database) -> set[str]:
 
 
 def item_trigger_names(database: Database) -> set[str]:
-    sql = {
-        "postgresql": "SELECT tgname FROM pg_trigger WHERE tgrelid = '{}'::regclass AND NOT tgisinternal",
-        "sqlite": "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = '{}'",
-    }
-
-    async def go(engine: AsyncEngine) -> set[str]:
-        async with engine.connect() as connection:
-            found = set()
-            for table in ("item", '"user"' if engine.dialect.name == "postgresql" else "user"):
-                rows = await connection.execute(text(sql[engine.dialect.name].format(table)))
-                found |= {table.strip('"') + "." + row[0] for row in rows}
-            return found
-
-    return database.execute(go)
+    return {f"{table}.{name}" for table in ("item", "user") for name in database.trigger_names(table)}
 
 
 def test_the_migration_counts_existing_items_and_a_downgrade_takes_only_its_own_away(tmp_path: Path) -> None:

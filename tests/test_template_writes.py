@@ -369,24 +369,11 @@ def test_anything_outside_printable_ascii_is_refused(session: Session, email: st
 # ---------------------------------------------------------------- the schema at head, and back
 
 
-def trigger_names(database: Database) -> set[str]:
-    sql = {
-        "postgresql": "SELECT tgname FROM pg_trigger WHERE tgrelid = '\"user\"'::regclass AND NOT tgisinternal",
-        "sqlite": "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'user'",
-    }
-
-    async def go(engine: AsyncEngine) -> set[str]:
-        async with engine.connect() as connection:
-            return {row[0] for row in await connection.execute(text(sql[engine.dialect.name]))}
-
-    return database.execute(go)
-
-
 def test_the_triggers_are_there_at_head(database: Database) -> None:
     """A later revision that rebuilds "user" on SQLite (batch_alter_table) must create them again."""
     assert database.scalar("SELECT version_num FROM alembic_version") == MIGRATIONS_HEAD
     engine = "postgresql" if database.url.startswith("postgresql") else "sqlite"
-    assert trigger_names(database) == TRIGGERS[engine]
+    assert database.trigger_names("user") == TRIGGERS[engine]
 
 
 def test_a_downgrade_removes_the_triggers_and_an_upgrade_brings_them_back(tmp_path: Path) -> None:
@@ -396,7 +383,7 @@ def test_a_downgrade_removes_the_triggers_and_an_upgrade_brings_them_back(tmp_pa
         try:
             commands.upgrade("head")
             commands.downgrade("0004")
-            assert trigger_names(database) == set()
+            assert database.trigger_names("user") == set()
             with pytest.raises(IntegrityError, match="email_key"):  # NOT NULL again, nothing fills it
                 insert_as_the_template(database, f"down-{tag()}@example.com")
             commands.upgrade("head")
