@@ -383,8 +383,9 @@ def _check_secrets(settings: Settings) -> None:
             raise SettingsError(message)
 
 
-# The warnings about dev defaults that reading the process-wide settings gave: logged as one line each once logging
-# is set up (app/observability.py). Printed by Python they came first, each with a source line, unlike any other line.
+# The warnings about dev defaults that reading the process-wide settings gave: logged as one line each when the
+# server starts (app/main.py `announce`). Printed by Python they came first, each with a source line, unlike any
+# other line.
 STARTUP_WARNINGS: list[str] = []
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import multiprocessing
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -27,7 +29,7 @@ from app.api.users import UsersController
 from app.api.utils import UtilsController
 from app.auth import EXCLUDE_FROM_AUTH, auth_middleware
 from app.cli import AdminCLIPlugin
-from app.config import Settings, get_settings
+from app.config import STARTUP_WARNINGS, Settings, get_settings
 from app.database import sqlalchemy_config
 from app.docs import CONTENT_SECURITY_POLICY, FAVICON, REDOC_JS_URL, docs_static_router, swagger_plugin
 from app.emails import Outbox
@@ -141,11 +143,28 @@ def log_configuration(settings: Settings) -> None:
     )
 
 
+def speaks_for_the_server() -> bool:
+    """Whether this process says what the server starts with. uvicorn's `--workers N` and `--reload` run the app in
+    children that its supervisor (which never loads the app) spawns one by one: the first speaks for all, so a
+    start-up says each thing once, not once per worker."""
+    return multiprocessing.parent_process() is None or multiprocessing.current_process().name.endswith("-1")
+
+
+def announce(settings: Settings) -> None:
+    """The configuration line and the warnings about dev defaults, at server start-up: CLI commands (prestart,
+    migrate) start no server and say neither, so `just dev` and `just serve` show each once."""
+    if not speaks_for_the_server():
+        return
+    log_configuration(settings)
+    for message in STARTUP_WARNINGS:
+        structlog.get_logger("app.config").warning(message)
+    STARTUP_WARNINGS.clear()
+
+
 def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvider | None = None) -> Litestar:
     """`tracer_provider`: where spans go when tracing is on (the OTLP exporter otherwise; tests pass their own)."""
     settings = settings or get_settings()
     configure_logging(settings)
-    log_configuration(settings)
     init_sentry(settings)
     db_config = sqlalchemy_config(settings)
     fast = Executor(db_config.get_engine())
@@ -190,7 +209,11 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
             "current_user": Provide(provide_current_user, sync_to_thread=False),
         },
         middleware=[request_logging, *([tracing.middleware] if tracing else []), auth_middleware(settings, fast)],
-        on_startup=[freeze_startup_objects, *(observer.start for observer in (metrics, tracing) if observer)],
+        on_startup=[
+            freeze_startup_objects,
+            partial(announce, settings),
+            *(observer.start for observer in (metrics, tracing) if observer),
+        ],
         on_shutdown=[outbox.close, rate_limiter.close, *(observer.stop for observer in (metrics, tracing) if observer)],
         before_send=[preflight_ok, log_response],
         before_request=reject_nul_characters,

@@ -24,7 +24,7 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from structlog.typing import EventDict
 
-from app.config import STARTUP_WARNINGS, Settings
+from app.config import Settings
 
 REQUEST_ID_HEADER = b"x-request-id"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -106,9 +106,6 @@ def configure_logging(settings: Settings) -> None:
     # PyJWT's own warning about a short HMAC key says what SECRET_KEY's check already said (and makes fatal outside
     # local), at every token: once is enough.
     warnings.filterwarnings("ignore", category=InsecureKeyLengthWarning)
-    for message in STARTUP_WARNINGS:
-        structlog.get_logger("app.config").warning(message)
-    STARTUP_WARNINGS.clear()
 
 
 def init_sentry(settings: Settings) -> None:

@@ -3,10 +3,13 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from tests.conftest import ROOT
+
+pytestmark = pytest.mark.system  # every test here starts a process
 
 SCRIPT = """
 import json, logging, sys
@@ -82,18 +85,29 @@ def test_no_sentry_without_a_dsn() -> None:
 STARTUP_SCRIPT = """
 import uuid
 from datetime import timedelta
+from litestar.testing import TestClient
 from app.config import get_settings
-from app.observability import configure_logging
+from app.main import create_app
 from app.security import create_access_token
 settings = get_settings()
-configure_logging(settings)
-# PyJWT warns about a short HMAC key here, unless filtered
-create_access_token(uuid.uuid4(), 0, settings.SECRET_KEY, timedelta(minutes=5))
+app = create_app(settings)
+print("BUILT", flush=True)  # building the app (as every CLI command does) says nothing yet
+with TestClient(app):
+    # PyJWT warns about a short HMAC key here, unless filtered
+    create_access_token(uuid.uuid4(), 0, settings.SECRET_KEY, timedelta(minutes=5))
 """
 
 
-def test_dev_default_warnings_are_one_log_line_each_and_pyjwt_s_is_folded_into_ours() -> None:
-    environ = {"PATH": "/usr/bin:/bin", "PYTHONPATH": ".", "ENVIRONMENT": "local", "SECRET_KEY": "short"}
+def test_dev_default_warnings_are_one_log_line_each_at_start_up_and_pyjwt_s_is_folded_into_ours(
+    tmp_path: Path,
+) -> None:
+    environ = {
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": ".",
+        "ENVIRONMENT": "local",
+        "SECRET_KEY": "short",
+        "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'app.db'}",
+    }
     result = subprocess.run(
         [sys.executable, "-W", "default", "-c", STARTUP_SCRIPT],
         cwd=ROOT,
@@ -104,7 +118,9 @@ def test_dev_default_warnings_are_one_log_line_each_and_pyjwt_s_is_folded_into_o
     )
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""  # nothing printed by Python's own warning display: no source lines
-    events = [json.loads(line) for line in result.stdout.splitlines()]
+    built, started = result.stdout.split("BUILT\n")
+    assert built == ""
+    events = [json.loads(line) for line in started.splitlines()]
     warned = [event["event"] for event in events if event["level"] == "warning"]
     # Each once, in the order the checks run; PyJWT's InsecureKeyLengthWarning is not among them.
     assert warned == [

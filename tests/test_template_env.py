@@ -41,11 +41,11 @@ def clean_environment(**environ: str) -> dict[str, str]:
     return {**inherited, **environ}
 
 
-def start(recipe: str, env_file: Path, port: int) -> subprocess.Popen[str]:
+def start(recipe: str, env_file: Path, port: int, workers: int = 1) -> subprocess.Popen[str]:
     return subprocess.Popen(
         ["uv", "run", "just", recipe],
         cwd=ROOT,
-        env=clean_environment(ENV_FILE=str(env_file), HOST="127.0.0.1", PORT=str(port), WORKERS="1"),
+        env=clean_environment(ENV_FILE=str(env_file), HOST="127.0.0.1", PORT=str(port), WORKERS=str(workers)),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -86,17 +86,24 @@ def template_env(text: str, database: Database, tmp_path: Path) -> Path:
 
 
 def configured_line(output: str) -> str:
-    (line,) = [line for line in output.splitlines() if "configured" in line and "environment" in line][:1]
+    (line,) = [line for line in output.splitlines() if "configured" in line and "environment" in line]
     return line
 
 
+def warning_messages(output: str) -> list[str]:
+    """The console's warning lines without their time: `<time> [warning  ] <message> [<logger>]`."""
+    return [line.split("] ", 1)[1] for line in output.splitlines() if "[warning" in line]
+
+
 @pytest.mark.parametrize("recipe", ["serve", "dev"])
+@pytest.mark.system
 def test_the_current_template_s_env_starts_the_service(
     recipe: str, postgres_database: Database, tmp_path: Path
 ) -> None:
     env_file = template_env(CURRENT_TEMPLATE_ENV, postgres_database, tmp_path)
     port = free_port()
-    process = start(recipe, env_file, port)
+    # Two workers (`serve`) or the reloader's worker (`dev`), after prestart: the start-up still says each thing once.
+    process = start(recipe, env_file, port, workers=2)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_healthy(base, process)
@@ -110,7 +117,10 @@ def test_the_current_template_s_env_starts_the_service(
             assert created.status_code == 200, created.text
     finally:
         output = stop(process)
-    line = configured_line(output)
+    line = configured_line(output)  # exactly one
+    warned = warning_messages(output)
+    assert any("FIRST_SUPERUSER_PASSWORD" in message for message in warned), output
+    assert len(warned) == len(set(warned)), output
     assert "local" in line
     assert "postgresql+asyncpg" in line
     assert "localhost:5432" in line
@@ -118,6 +128,7 @@ def test_the_current_template_s_env_starts_the_service(
     assert "changethis" not in line
 
 
+@pytest.mark.system
 def test_the_june_template_s_env_starts_the_service(postgres_database: Database, tmp_path: Path) -> None:
     env_file = template_env(JUNE_TEMPLATE_ENV, postgres_database, tmp_path)
     port = free_port()
@@ -136,6 +147,7 @@ def test_the_june_template_s_env_starts_the_service(postgres_database: Database,
         stop(process)
 
 
+@pytest.mark.system
 def test_a_deploy_that_names_no_environment_stops_at_the_dev_secrets(
     postgres_database: Database, tmp_path: Path
 ) -> None:
