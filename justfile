@@ -37,10 +37,12 @@ makemigration message:
 
 # The whole test suite, on PostgreSQL (TEST_DATABASE_URL) and SQLite, with coverage, in parallel processes. The
 # environment may forbid writing bytecode (PYTHONDONTWRITEBYTECODE): compiled once here, each server process the
-# suite starts imports in half the time.
+# suite starts imports in half the time. pytest's arguments pass as given: `just test -m "not system" --no-cov` is
+# the in-process inner loop (no server, CLI or tool started; README "Development").
+[positional-arguments]
 test *args:
     uv sync --locked --compile-bytecode --quiet
-    uv run pytest --numprocesses 3 --dist loadscope {{args}}
+    uv run pytest --numprocesses 3 --dist loadscope "$@"
 
 # ruff, ruff format, mypy (strict on app/ and db/) and hadolint on the Containerfile.
 lint:

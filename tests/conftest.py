@@ -8,10 +8,11 @@ import logging
 import os
 import shutil
 import socket
+import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Generator, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from email import message_from_bytes, policy
@@ -25,14 +26,16 @@ import pytest
 import uvicorn
 from aiosmtpd.controller import Controller
 from alembic.script import ScriptDirectory
+from click.testing import CliRunner, Result
 from litestar import Litestar
+from litestar.cli.main import litestar_group
 from sqlalchemy import event, make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.pool import NullPool
 from uuid_utils.compat import uuid7
 
 from app.cli import prestart
-from app.config import Settings, load_settings
+from app.config import Settings, get_settings, load_settings
 from app.database import MIGRATIONS_DIR, sqlalchemy_config
 from app.main import create_app
 from app.security import create_access_token, passwords
@@ -149,6 +152,37 @@ def require(*names: str) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "needs(*tools): skip without these tools (fail in CI); tests/conftest.py TOOLS")
+    config.addinivalue_line(
+        "markers",
+        "system: starts a process (a server, a CLI, a browser, a tool); `just test -m 'not system'` is the in-process"
+        " inner loop. A test that needs a tool is one; one that starts a process unmarked fails (see SPAWNED)",
+    )
+
+
+# ---------------------------------------------------------------- the inner loop stays in-process
+
+# What the running test (its setup, call and teardown) starts: the interpreter's audit events for every way a
+# process begins. In a test not marked `system` the start is refused, so `-m "not system"` never pays an interpreter
+# start-up and a new test that starts a process cannot hide in it.
+SPAWN_EVENTS = {"subprocess.Popen", "os.posix_spawn", "os.fork", "os.forkpty", "os.exec", "os.spawn", "os.system"}
+IN_PROCESS_TEST = False  # a test not marked `system` is running
+
+
+def refuse_spawns(event: str, args: tuple[Any, ...]) -> None:
+    if IN_PROCESS_TEST and event in SPAWN_EVENTS:
+        started = f"{event} {args[0]!r}"[:200] if args else event
+        raise RuntimeError(f"started a process without pytest.mark.system: {started}")
+
+
+sys.addaudithook(refuse_spawns)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, None, None]:
+    global IN_PROCESS_TEST
+    IN_PROCESS_TEST = item.get_closest_marker("system") is None
+    yield
+    IN_PROCESS_TEST = False
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -178,6 +212,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return SLOW_MODULES.index(name) if name in SLOW_MODULES else len(SLOW_MODULES)
 
     items.sort(key=slowness)  # stable: each module keeps its own order
+    for item in items:
+        if needed_by(item):
+            item.add_marker(pytest.mark.system)
     if not IN_CI:
         for item in items:
             if reason := missing_reason(*needed_by(item)):
@@ -355,6 +392,16 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def run_cli(environ: dict[str, str], *args: str) -> Result:
+    """`litestar --app app.main:create_app <args>` in this process, with `environ` as its environment: what the
+    recipes run, without an interpreter's start-up (~1 s) per call."""
+    get_settings.cache_clear()
+    try:
+        return CliRunner().invoke(litestar_group, ["--app", "app.main:create_app", *args], env=environ)
+    finally:
+        get_settings.cache_clear()
 
 
 def make_settings(database_url: str, **overrides: str) -> Settings:

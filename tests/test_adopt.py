@@ -19,13 +19,11 @@ import httpx
 import jwt
 import pytest
 from argon2 import PasswordHasher
-from click.testing import CliRunner, Result
-from litestar.cli.main import litestar_group
+from click.testing import Result
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.cli import adoption_plan, prestart
-from app.config import get_settings
 from app.database import sqlalchemy_config
 from app.main import create_app
 from tests.conftest import (
@@ -41,6 +39,7 @@ from tests.conftest import (
     make_settings,
     require,
     run,
+    run_cli,
 )
 from tests.test_migrations import autogenerate_diff
 from tests.test_serve import serve, stop, wait_until_healthy
@@ -383,6 +382,7 @@ def adopt_by_prestart(database: Database) -> None:
 
 
 @pytest.mark.parametrize("revision", ["d98dd8ec85a3", "1a31ce608336", "fe56fa70289e"])
+@pytest.mark.system
 def test_prestart_adopts_a_template_database_and_its_users_log_in_with_their_passwords(
     template_database: Callable[[str], Database], our_schema: dict[str, Any], revision: str
 ) -> None:
@@ -448,6 +448,7 @@ def test_the_templates_own_writes_keep_working_after_the_adoption(template_datab
 
 
 @pytest.mark.parametrize("revision", ["d98dd8ec85a3", "1a31ce608336", "fe56fa70289e"])
+@pytest.mark.system
 def test_just_serve_adopts_a_template_database(template_database: Callable[[str], Database], revision: str) -> None:
     database = template_database(revision)
     port = free_port()
@@ -463,6 +464,7 @@ def test_just_serve_adopts_a_template_database(template_database: Callable[[str]
     assert autogenerate_diff(database) == []
 
 
+@pytest.mark.system
 def test_check_lists_the_steps_and_changes_nothing_then_just_adopt_adopts(
     template_database: Callable[[str], Database], our_schema: dict[str, Any]
 ) -> None:
@@ -495,6 +497,7 @@ def test_check_lists_the_steps_and_changes_nothing_then_just_adopt_adopts(
 # ---------------------------------------------------------------- refusals
 
 
+@pytest.mark.system
 def test_an_integer_id_database_is_refused_with_one_line_by_just_serve(
     template_database: Callable[[str], Database],
 ) -> None:
@@ -511,6 +514,7 @@ def test_an_integer_id_database_is_refused_with_one_line_by_just_serve(
     assert dump(database) == untouched
 
 
+@pytest.mark.system
 def test_the_first_template_revision_is_refused_by_prestart(template_database: Callable[[str], Database]) -> None:
     database = template_database("e2412789c190")
     untouched = dump(database)
@@ -544,6 +548,7 @@ def add_case_duplicate(database: Database, revision: str) -> uuid.UUID:
     return duplicate
 
 
+@pytest.mark.system
 def test_case_duplicate_emails_are_refused_with_the_listing_before_any_change_then_renamed(
     template_database: Callable[[str], Database], our_schema: dict[str, Any]
 ) -> None:
@@ -563,10 +568,10 @@ def test_case_duplicate_emails_are_refused_with_the_listing_before_any_change_th
     assert "just rename-user-email <user-id> <new-email>" in message
     assert dump(database) == untouched
 
-    check = just(database, "adopt", "--check")  # the operator's view: the same listing, no traceback
-    assert check.returncode == 1
-    assert f"id {duplicate}  email alice.smith@example.com" in check.stderr
-    assert "Traceback" not in check.stderr + check.stdout
+    check = cli(database, "adopt", "--check")  # the operator's view: the same listing, no traceback
+    assert check.exit_code == 1
+    assert f"id {duplicate}  email alice.smith@example.com" in check.output
+    assert "Traceback" not in check.output
     assert dump(database) == untouched
 
     renamed = just(database, "rename-user-email", str(duplicate), RENAMED)
@@ -580,6 +585,7 @@ def test_case_duplicate_emails_are_refused_with_the_listing_before_any_change_th
         assert_users_work(server.url + settings.API_V1_STR, [ALICE, RENAMED])
 
 
+@pytest.mark.system
 def test_refusals_name_what_to_fix_at_the_first_uuid_revision(template_database: Callable[[str], Database]) -> None:
     """At d98dd8ec85a3 there is no created_at yet, and items may have no owner."""
     database = template_database("d98dd8ec85a3")
@@ -599,6 +605,7 @@ def test_refusals_name_what_to_fix_at_the_first_uuid_revision(template_database:
     assert dump(database) == untouched
 
 
+@pytest.mark.system
 def test_emails_that_differ_in_unicode_form_are_refused_too_and_the_rename_compares_identities(
     template_database: Callable[[str], Database], our_schema: dict[str, Any]
 ) -> None:
@@ -623,18 +630,19 @@ def test_emails_that_differ_in_unicode_form_are_refused_too_and_the_rename_compa
     assert dump(database) == untouched
 
     # The rename is held to the same rule: another variant of Alice's address is refused.
-    taken = just(database, "rename-user-email", str(duplicate), "ALICE.SMITH@example.com")
-    assert taken.returncode == 1
-    assert "is already the email of user" in taken.stderr
+    taken = cli(database, "rename-user-email", str(duplicate), "ALICE.SMITH@example.com")
+    assert taken.exit_code == 1
+    assert "is already the email of user" in taken.output
     assert dump(database) == untouched
 
-    assert just(database, "rename-user-email", str(duplicate), RENAMED).returncode == 0
+    assert cli(database, "rename-user-email", str(duplicate), RENAMED).exit_code == 0
     before = rows(database)
     adopt_by_prestart(database)
     assert_adopted(database, before, our_schema)
     assert database.scalar('SELECT email_key FROM "user" WHERE id = :id', id=duplicate) == RENAMED
 
 
+@pytest.mark.system
 def test_the_readme_procedure_backup_adopt_and_the_way_back(
     template_database: Callable[[str], Database], tmp_path: Path
 ) -> None:
@@ -656,6 +664,7 @@ def test_the_readme_procedure_backup_adopt_and_the_way_back(
     assert database.scalar("SELECT version_num FROM alembic_version") == "fe56fa70289e"
 
 
+@pytest.mark.system
 def test_adoption_and_our_later_revisions_are_one_transaction(template_database: Callable[[str], Database]) -> None:
     """A later revision that fails (here 0003, whose column a customised template already has) takes the whole
     adoption back with it."""
@@ -670,11 +679,7 @@ def test_adoption_and_our_later_revisions_are_one_transaction(template_database:
 
 def cli(database: Database, *args: str) -> Result:
     """The litestar CLI in this process (the `just` recipes run the same commands in a process of their own)."""
-    get_settings.cache_clear()
-    try:
-        return CliRunner().invoke(litestar_group, ["--app", "app.main:create_app", *args], env=environment(database))
-    finally:
-        get_settings.cache_clear()
+    return run_cli(environment(database), *args)
 
 
 def test_the_cli_adopts_renames_and_says_plainly_what_it_refuses(template_database: Callable[[str], Database]) -> None:

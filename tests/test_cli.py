@@ -11,7 +11,7 @@ import pytest
 from app.cli import wait_for_database
 from app.database import sqlalchemy_config
 from app.observability import configure_logging
-from tests.conftest import ROOT, Database, free_port, make_settings, run
+from tests.conftest import ROOT, Database, free_port, make_settings, run, run_cli
 
 
 def test_waiting_gives_up_after_the_attempts_and_logs_each(capsys: pytest.CaptureFixture[str]) -> None:
@@ -31,9 +31,9 @@ def test_waiting_returns_once_the_database_answers(database: Database) -> None:
     run(wait_for_database(sqlalchemy_config(make_settings(database.url)), attempts=1))
 
 
-def prestart_command(**environ: str) -> tuple[subprocess.CompletedProcess[str], float]:
-    """`litestar prestart` as `just serve` runs it (ENVIRONMENT=staging: logs and errors as in production)."""
-    environment = {
+def prestart_environment(**environ: str) -> dict[str, str]:
+    """What `just serve` gives `litestar prestart` (ENVIRONMENT=staging: logs and errors as in production)."""
+    return {
         **{k: v for k, v in os.environ.items() if not k.startswith(("COV_", "PYTEST"))},
         "ENVIRONMENT": "staging",
         "SECRET_KEY": "cli-test-secret-key-that-is-long-enough",
@@ -41,9 +41,15 @@ def prestart_command(**environ: str) -> tuple[subprocess.CompletedProcess[str], 
         "POSTGRES_PASSWORD": "unused-but-not-changethis",
         **environ,
     }
+
+
+def prestart_command(**environ: str) -> tuple[subprocess.CompletedProcess[str], float]:
+    """`litestar prestart` in a process of its own, as `just serve` runs it."""
     command = [sys.executable, "-m", "litestar", "--app", "app.main:create_app", "prestart"]
     started = time.monotonic()
-    done = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        command, cwd=ROOT, env=prestart_environment(**environ), capture_output=True, text=True, timeout=60, check=False
+    )
     return done, time.monotonic() - started
 
 
@@ -54,12 +60,22 @@ def prestart_command(**environ: str) -> tuple[subprocess.CompletedProcess[str], 
         ("postgresql+asyncpg://no_such_role@127.0.0.1:5432/postgres", 'role "no_such_role" does not exist'),
     ],
 )
+@pytest.mark.system
 def test_a_database_no_retry_can_fix_stops_at_once_with_one_line(url: str, says: str) -> None:
     done, elapsed = prestart_command(DATABASE_URL=url)
     assert done.returncode != 0
     assert done.stderr.strip() == f"Error: database refused the connection: {says}", done.stderr
     assert "Traceback" not in done.stdout + done.stderr
     assert elapsed < 15, elapsed  # what the interpreter takes to start; no retries (they took 36 s)
+
+
+@pytest.mark.system
+def test_prestart_stops_with_one_line_on_a_malformed_database_url_as_a_process() -> None:
+    done, _ = prestart_command(DATABASE_URL="postgresql+asyncpg://user:secret@host:port/app")
+    (line,) = (done.stdout + done.stderr).strip().splitlines()
+    assert done.returncode != 0
+    assert line.startswith("Configuration error: DATABASE_URL: not a database URL"), line
+    assert "secret" not in line
 
 
 @pytest.mark.parametrize(
@@ -73,14 +89,16 @@ def test_a_database_no_retry_can_fix_stops_at_once_with_one_line(url: str, says:
     ],
 )
 def test_a_malformed_database_url_is_one_line_naming_the_variable(url: str, says: str) -> None:
-    done, _ = prestart_command(DATABASE_URL=url)
-    lines = (done.stdout + done.stderr).strip().splitlines()
-    assert done.returncode != 0
+    """The same command in this process (the process above shows the line is all it prints)."""
+    done = run_cli(prestart_environment(DATABASE_URL=url), "prestart")
+    lines = done.output.strip().splitlines()
+    assert done.exit_code != 0
     assert len(lines) == 1, lines
     assert lines[0].startswith(f"Configuration error: {says}"), lines
     assert "secret" not in lines[0]
 
 
+@pytest.mark.system
 def test_a_first_superuser_password_the_api_would_refuse_stops_prestart_with_one_line() -> None:
     done, _ = prestart_command(FIRST_SUPERUSER_PASSWORD="x", DATABASE_URL=f"sqlite+aiosqlite:///{ROOT}/no-such.db")
     lines = (done.stdout + done.stderr).strip().splitlines()

@@ -58,6 +58,7 @@ def pytest_in(folder: Path, ci: str | None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, cwd=folder, env=environ, capture_output=True, text=True, timeout=120, check=False)
 
 
+@pytest.mark.system
 def test_outside_ci_a_missing_tool_skips_its_tests_with_the_way_to_get_it(tmp_path: Path) -> None:
     result = pytest_in(tmp_path, ci=None)
     output = result.stdout + result.stderr
@@ -70,6 +71,7 @@ def test_outside_ci_a_missing_tool_skips_its_tests_with_the_way_to_get_it(tmp_pa
 
 
 @pytest.mark.parametrize("ci", ["true", "1"])
+@pytest.mark.system
 def test_in_ci_a_missing_tool_fails_its_tests(tmp_path: Path, ci: str) -> None:
     result = pytest_in(tmp_path, ci=ci)
     output = result.stdout + result.stderr

@@ -44,6 +44,7 @@ def compose_config(*files: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("files", [["compose.yaml"], ["compose.yaml", "compose.dev.yaml"]])
+@pytest.mark.system
 def test_the_compose_stack_is_valid_and_wired_like_the_template(files: list[str]) -> None:
     services = compose_config(*files)["services"]
     assert {"db", "redis", "prestart", "backend", "proxy"} <= set(services)
@@ -95,6 +96,7 @@ def containers(documents: list[dict[str, Any]], kind: str) -> list[dict[str, Any
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.system
 def test_every_manifest_is_valid_against_the_kubernetes_schemas(overlay: str) -> None:
     documents = rendered(overlay)
     kinds = {document["kind"] for document in documents}
@@ -112,6 +114,7 @@ def test_every_manifest_is_valid_against_the_kubernetes_schemas(overlay: str) ->
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.system
 def test_the_settings_are_the_apps_and_the_placeholders_cannot_be_deployed(overlay: str) -> None:
     documents = rendered(overlay)
     config = one(documents, "ConfigMap")["data"]
@@ -137,6 +140,7 @@ def test_the_settings_are_the_apps_and_the_placeholders_cannot_be_deployed(overl
     assert settings.database_url.startswith("postgresql+asyncpg://")
 
 
+@pytest.mark.system
 def test_production_runs_as_production_with_the_released_image() -> None:
     documents = rendered("overlays/production")
     assert one(documents, "ConfigMap")["data"]["ENVIRONMENT"] == "production"
@@ -151,6 +155,7 @@ def test_production_runs_as_production_with_the_released_image() -> None:
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.system
 def test_the_pods_selectors_and_timeouts_agree(overlay: str) -> None:
     documents = rendered(overlay)
     deployment, job = one(documents, "Deployment"), one(documents, "Job")
@@ -187,6 +192,7 @@ def test_the_pods_selectors_and_timeouts_agree(overlay: str) -> None:
 
 
 @pytest.mark.parametrize("probe", ["livenessProbe", "readinessProbe", "startupProbe"])
+@pytest.mark.system
 def test_the_probes_answer_on_the_served_app(served: Served, probe: str) -> None:
     (api,) = containers(rendered("overlays/production"), "Deployment")
     path = api[probe]["httpGet"]["path"]

@@ -257,6 +257,7 @@ def wait_until_serving(base: str, service: subprocess.Popen[str]) -> None:
         time.sleep(0.1)
 
 
+@pytest.mark.system
 def test_sigterm_lets_in_flight_requests_finish_and_closes_the_pool(migrated_database: str) -> None:
     """The real service as the container runs it (uvicorn, WEB_CONCURRENCY=2 workers): SIGTERM while logins are
     being answered (each verifies an argon2 hash, and the hashes queue for the cores). Every login completes with

@@ -109,6 +109,7 @@ CONTRACT_LINKS = {
 
 
 @pytest.mark.parametrize("role", ["superuser", "user"])
+@pytest.mark.system
 def test_every_answer_is_documented_and_no_5xx(fuzz_target: FuzzTarget, role: str) -> None:
     found = fuzz(fuzz_target, fuzz_target.superuser if role == "superuser" else fuzz_target.new_user())
     problems = found["problems"]

@@ -140,6 +140,7 @@ def serve_two_workers(
         process.wait(timeout=30)
 
 
+@pytest.mark.system
 def test_requests_counted_are_the_requests_sent_across_two_workers(two_workers: TwoWorkers) -> None:
     api = two_workers.url + "/api/v1"
     before = requests_counted(scrape(two_workers.url))
@@ -198,6 +199,7 @@ def test_requests_counted_are_the_requests_sent_across_two_workers(two_workers: 
     assert not any(re.search(r"[0-9a-f]{8}-[0-9a-f]{4}", route) for route in routes)
 
 
+@pytest.mark.system
 def test_logins_refusals_mails_pool_and_build_across_two_workers(two_workers: TwoWorkers, smtp_server: Mailbox) -> None:
     api = two_workers.url + "/api/v1"
     before = scrape(two_workers.url)
@@ -241,6 +243,7 @@ def test_logins_refusals_mails_pool_and_build_across_two_workers(two_workers: Tw
     assert value(after, "http_requests_in_flight") >= 1  # the scrape itself
 
 
+@pytest.mark.system
 def test_metrics_need_no_token_and_are_not_in_the_openapi_document(two_workers: TwoWorkers) -> None:
     assert httpx.get(two_workers.url + "/metrics", headers={"Authorization": "Bearer nonsense"}).status_code == 200
     document = httpx.get(two_workers.url + "/api/v1/openapi.json").json()
@@ -287,6 +290,7 @@ def test_metric_names_are_found_in_promql() -> None:
     assert metric_names('sum(rate(b_total{status=~"5.."}[1m])) / sum(c)') == {"b_total", "c"}
 
 
+@pytest.mark.system
 def test_the_dashboard_uses_only_metrics_the_app_exports_and_shows_each(two_workers: TwoWorkers) -> None:
     dashboard = json.loads(DASHBOARD.read_text())
     expressions = [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])]

@@ -11,6 +11,8 @@ import pytest
 
 from tests.conftest import SUPERUSER_EMAIL, SUPERUSER_PASSWORD, Served
 
+pytestmark = pytest.mark.system  # every test here starts a process
+
 
 @pytest.fixture
 def sdk(served: Served, tmp_path: Path) -> ModuleType:

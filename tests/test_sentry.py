@@ -13,6 +13,8 @@ import pytest
 
 from tests.conftest import ROOT, Served, login
 
+pytestmark = pytest.mark.system  # every test here starts a process
+
 SCRIPT = """
 import json, sys
 import httpx, sentry_sdk

@@ -20,6 +20,8 @@ from tests.conftest import (
     login,
 )
 
+pytestmark = pytest.mark.system  # every test here starts a process
+
 
 def worker_processes(master: int) -> list[int]:
     """uvicorn's workers are multiprocessing children (its resource tracker is one too, but not a worker)."""

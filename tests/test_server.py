@@ -213,6 +213,7 @@ def rss_bytes(pid: int) -> int:
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+@pytest.mark.system
 def test_memory_stays_bounded_under_oversized_and_stalled_requests(sqlite_url: str) -> None:
     """The service as `just serve` runs it (uvicorn, uvloop, our protocol), one worker: 20 clients each pushing a
     50 MB header and 20 stalled bodies hardly move its resident memory."""

@@ -135,6 +135,7 @@ def test_empty_optional_values_mean_unset() -> None:
     assert settings.SMTP_HOST is None
 
 
+@pytest.mark.system
 def test_startup_stops_with_one_line_naming_the_variable() -> None:
     import subprocess
     import sys

@@ -15,11 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy import make_url
 
 from tests.conftest import ROOT, SUPERUSER_EMAIL, SUPERUSER_PASSWORD, Database, free_port, login
 from tests.test_serve import uvicorn_master, worker_processes
 from tests.test_template_env import clean_environment, stop, wait_until_healthy
+
+pytestmark = pytest.mark.system  # every test here starts a process
 
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "60"))
 CLIENTS = 6
