@@ -15,7 +15,7 @@ dev:
 # Production (unless ENVIRONMENT or FASTAPI_ENV says otherwise): wait for the database, migrate, first superuser,
 # then WORKERS uvicorn workers on HOST:PORT.
 serve:
-    uv sync --no-dev --inexact --compile-bytecode --quiet
+    @uv sync --no-dev --inexact --compile-bytecode --quiet
     uv run --no-dev litestar --app {{app}} prestart
     uv run --no-dev uvicorn {{app}} --factory --host "${HOST:-0.0.0.0}" --port "${PORT:-8000}" --workers "${WORKERS:-2}" --loop uvloop --http app.server:HttpProtocol --no-access-log --timeout-graceful-shutdown 20
 

@@ -77,6 +77,14 @@ SLOW_MODULES = [
 ]
 
 
+# Every HTTP client of the suite waits up to a minute for an answer, unless it says otherwise: httpx's default read
+# timeout of 5 s made outcomes depend on machine load (a login's argon2 hash, on both cores kept busy by other work,
+# took longer). httpx's functions and clients share this one default object.
+httpx._config.DEFAULT_TIMEOUT_CONFIG.read = 60.0
+httpx._config.DEFAULT_TIMEOUT_CONFIG.write = 60.0
+httpx._config.DEFAULT_TIMEOUT_CONFIG.pool = 60.0
+
+
 # ---------------------------------------------------------------- external tools
 
 # Some modules drive programs beyond Python, PostgreSQL and Redis. A test that needs one names it,

@@ -3,7 +3,6 @@
 import os
 import subprocess
 import sys
-import time
 
 import click
 import pytest
@@ -43,14 +42,12 @@ def prestart_environment(**environ: str) -> dict[str, str]:
     }
 
 
-def prestart_command(**environ: str) -> tuple[subprocess.CompletedProcess[str], float]:
+def prestart_command(**environ: str) -> subprocess.CompletedProcess[str]:
     """`litestar prestart` in a process of its own, as `just serve` runs it."""
     command = [sys.executable, "-m", "litestar", "--app", "app.main:create_app", "prestart"]
-    started = time.monotonic()
-    done = subprocess.run(
-        command, cwd=ROOT, env=prestart_environment(**environ), capture_output=True, text=True, timeout=60, check=False
+    return subprocess.run(
+        command, cwd=ROOT, env=prestart_environment(**environ), capture_output=True, text=True, timeout=120, check=False
     )
-    return done, time.monotonic() - started
 
 
 @pytest.mark.parametrize(
@@ -62,16 +59,16 @@ def prestart_command(**environ: str) -> tuple[subprocess.CompletedProcess[str], 
 )
 @pytest.mark.system
 def test_a_database_no_retry_can_fix_stops_at_once_with_one_line(url: str, says: str) -> None:
-    done, elapsed = prestart_command(DATABASE_URL=url)
+    done = prestart_command(DATABASE_URL=url)
     assert done.returncode != 0
     assert done.stderr.strip() == f"Error: database refused the connection: {says}", done.stderr
     assert "Traceback" not in done.stdout + done.stderr
-    assert elapsed < 15, elapsed  # what the interpreter takes to start; no retries (they took 36 s)
+    assert "database not ready" not in done.stdout  # no retry (each logs this line; they took 36 s in all)
 
 
 @pytest.mark.system
 def test_prestart_stops_with_one_line_on_a_malformed_database_url_as_a_process() -> None:
-    done, _ = prestart_command(DATABASE_URL="postgresql+asyncpg://user:secret@host:port/app")
+    done = prestart_command(DATABASE_URL="postgresql+asyncpg://user:secret@host:port/app")
     (line,) = (done.stdout + done.stderr).strip().splitlines()
     assert done.returncode != 0
     assert line.startswith("Configuration error: DATABASE_URL: not a database URL"), line
@@ -100,7 +97,7 @@ def test_a_malformed_database_url_is_one_line_naming_the_variable(url: str, says
 
 @pytest.mark.system
 def test_a_first_superuser_password_the_api_would_refuse_stops_prestart_with_one_line() -> None:
-    done, _ = prestart_command(FIRST_SUPERUSER_PASSWORD="x", DATABASE_URL=f"sqlite+aiosqlite:///{ROOT}/no-such.db")
+    done = prestart_command(FIRST_SUPERUSER_PASSWORD="x", DATABASE_URL=f"sqlite+aiosqlite:///{ROOT}/no-such.db")
     lines = (done.stdout + done.stderr).strip().splitlines()
     assert done.returncode != 0
     assert lines == [
