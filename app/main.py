@@ -36,7 +36,7 @@ from app.emails import Outbox
 from app.errors import exception_handlers
 from app.frontend import Frontend
 from app.metrics import Metrics, metrics_endpoint
-from app.observability import configure_logging, init_sentry, log_response, request_logging
+from app.observability import configure_logging, flush_logs, init_sentry, log_response, request_logging
 from app.openapi import SECURITY_SCHEME, openapi_fixups, operation_id
 from app.ratelimit import RateLimiter
 from app.schemas import Caller
@@ -214,7 +214,12 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
             partial(announce, settings),
             *(observer.start for observer in (metrics, tracing) if observer),
         ],
-        on_shutdown=[outbox.close, rate_limiter.close, *(observer.stop for observer in (metrics, tracing) if observer)],
+        on_shutdown=[
+            outbox.close,
+            rate_limiter.close,
+            *(observer.stop for observer in (metrics, tracing) if observer),
+            flush_logs,
+        ],
         before_send=[preflight_ok, log_response],
         before_request=reject_nul_characters,
         exception_handlers=exception_handlers,

@@ -6,6 +6,7 @@ import logging
 import re
 import secrets
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -59,6 +60,68 @@ class LogLine(logging.Formatter):
         return self.render(event)
 
 
+class BufferedLines(logging.StreamHandler):  # type: ignore[type-arg]
+    """Every line formatted at once (in the request's context); the request lines (`batched` loggers, below
+    WARNING) written in batches: every `interval` seconds by a thread of its own, with the next other line, or at
+    shutdown (the app's on_shutdown hook, logging's own at exit). A StreamHandler writes and flushes each record:
+    a system call per request. Any other line is written at once, with those before it: uvicorn re-raises
+    SIGTERM after its graceful shutdown, so its process ends without running exit handlers."""
+
+    def __init__(
+        self, stream: Any, batched: tuple[str, ...] = ("app.request",), interval: float = 0.2, capacity: int = 1000
+    ) -> None:
+        super().__init__(stream)
+        self.batched = frozenset(batched)
+        self.interval = interval
+        self.capacity = capacity
+        self.pending: list[str] = []
+        self.writer: threading.Thread | None = None
+        self.stopped = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        with self.lock:  # type: ignore[union-attr]
+            self.pending.append(line)
+            later = record.name in self.batched and record.levelno < logging.WARNING
+            if later and len(self.pending) < self.capacity:
+                if self.writer is None:
+                    self.writer = threading.Thread(target=self._write_periodically, name="log-writer", daemon=True)
+                    self.writer.start()
+                return
+        self.flush()
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            if not self.pending:
+                return
+            text = "\n".join(self.pending) + "\n"
+            self.pending.clear()
+            try:
+                self.stream.write(text)
+                self.stream.flush()
+            except (OSError, ValueError):  # a closed stream or pipe: nothing left to tell
+                pass
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.flush()
+        super().close()
+
+    def _write_periodically(self) -> None:
+        while not self.stopped.wait(self.interval):
+            self.flush()
+
+
+def flush_logs() -> None:
+    """Write every buffered line now (the app's on_shutdown hook: before the process's last lines)."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+
+
 _json = msgspec.json.Encoder(enc_hook=str)
 
 
@@ -80,7 +143,7 @@ def configure_logging(settings: Settings) -> None:
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(sys.stdout)
+    handler = BufferedLines(sys.stdout)
     handler.setFormatter(LogLine(render))
     # What no line of ours shows, and what every record would otherwise compute: the caller's file and line (a
     # walk up the stack), thread and process names. The logging HOWTO's own advice ("Optimization"); it halves the
@@ -90,6 +153,9 @@ def configure_logging(settings: Settings) -> None:
     logging.logProcesses = False
     logging.logMultiprocessing = False
     root = logging.getLogger()
+    for replaced in root.handlers:
+        if isinstance(replaced, BufferedLines):
+            replaced.close()  # its lines written, its writer thread ended
     root.handlers = [handler]
     root.setLevel(settings.LOG_LEVEL.upper())
     # uvicorn's own lines (start-up, shutdown, errors) go through the same renderer; its access log would
