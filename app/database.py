@@ -20,15 +20,18 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
 def server_timeouts(command_timeout: float) -> dict[str, str]:
-    """PostgreSQL's own limits for a statement and for its wait on a lock, in milliseconds: a tenth below the
-    client's `command_timeout`, so that the server cancels the statement (an error on a connection that stays
-    healthy, answered 503) before the client's timer gives the connection up. A statement stuck on one locked
-    table thus holds its pooled connection for at most that long, and routes that never read the table keep theirs.
+    """PostgreSQL's own limits for a statement and for its wait on a lock, in milliseconds: half the client's
+    `command_timeout` below it, at most a second, so that the server cancels the statement (an error on a
+    connection that stays healthy, answered 503) before the client's timer gives the connection up, and with it
+    every pooled connection (app's executor: a lost connection). A tenth was too little on a loaded machine: the
+    cancel's answer arrived after the client's timer. A statement stuck on one locked table thus holds its pooled
+    connection for at most that long, and routes that never read the table keep theirs.
 
     Not sent through PgBouncer in transaction mode (DB_TRANSACTION_POOLING): it refuses startup parameters it does
     not know, and a `SET` would stay on whichever server connection ran it, for other clients; set them there on
     the role (`ALTER ROLE … SET statement_timeout = …`) instead. `command_timeout` still bounds every statement."""
-    milliseconds = str(max(1, int(command_timeout * 900)))
+    margin = min(1.0, command_timeout / 2)
+    milliseconds = str(max(1, int((command_timeout - margin) * 1000)))
     return {"statement_timeout": milliseconds, "lock_timeout": milliseconds}
 
 

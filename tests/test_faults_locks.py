@@ -109,8 +109,11 @@ def serve(url: str, **overrides: str) -> Iterator[Service]:
         yield Service(http, server.url + "/api/v1", login(http, SUPERUSER_EMAIL, SUPERUSER_PASSWORD), database)
 
 
-# A small budget per statement: the server gives up a lock wait after 0.9 s (app/database.py's server_timeouts).
+# A small budget per statement: the server gives up a lock wait after 0.5 s (app/database.py's server_timeouts).
 QUICK = {"DB_COMMAND_TIMEOUT": "1", "DB_CONNECT_TIMEOUT": "1"}
+# Longer than any answer the server's timeouts allow, even on a loaded machine; shorter than a hang (the clients'
+# own timeout is 30 s).
+NOT_A_HANG = 5.0
 
 
 @pytest.fixture
@@ -169,6 +172,22 @@ def p99(answers: list[Answer]) -> float:
 # ---------------------------------------------------------------- a table held ACCESS EXCLUSIVE
 
 
+def clients_of(service: Service, account: Account, item_id: str) -> dict[str, Callable[[httpx.Client], httpx.Response]]:
+    """Three routes on `item`, and /users/me and login, which never read it."""
+    me = account.headers
+    login = {"username": account.email, "password": account.password}
+    return {
+        "items#read": lambda http: http.get(f"/items/{item_id}", headers=me),
+        "items#list": lambda http: http.get("/items/", headers=me),
+        "items#create": lambda http: http.post("/items/", json={"title": "t"}, headers=me),
+        "me#1": lambda http: http.get("/users/me", headers=me),
+        "me#2": lambda http: http.get("/users/me", headers=me),
+        "me#3": lambda http: http.get("/users/me", headers=me),
+        "login#1": lambda http: http.post("/login/access-token", data=login),
+        "login#2": lambda http: http.post("/login/access-token", data=login),
+    }
+
+
 def test_a_locked_table_is_a_503_for_its_routes_only_and_replaces_no_connection(service: Service) -> None:
     account = new_account(service)
     item_id = new_item(service, account.headers)
@@ -177,26 +196,16 @@ def test_a_locked_table_is_a_503_for_its_routes_only_and_replaces_no_connection(
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda _: service.http.get("/users/me", headers=me), range(200)))
     before = service.database.app_backends()
+    # The same load without the lock: what this machine answers in now (the bounds below are relative to it, so
+    # that a machine kept busy by other work does not fail them).
+    unlocked = load(service.url, clients_of(service, account, item_id), seconds=2)
+    usual = {kind: p99([answer for answer in unlocked if answer.kind == kind]) for kind in ("me", "login")}
     assert before
 
-    clients: dict[str, Callable[[httpx.Client], httpx.Response]] = {
-        "items#read": lambda http: http.get(f"/items/{item_id}", headers=me),
-        "items#list": lambda http: http.get("/items/", headers=me),
-        "items#create": lambda http: http.post("/items/", json={"title": "t"}, headers=me),
-        "me#1": lambda http: http.get("/users/me", headers=me),
-        "me#2": lambda http: http.get("/users/me", headers=me),
-        "me#3": lambda http: http.get("/users/me", headers=me),
-        "login#1": lambda http: http.post(
-            "/login/access-token", data={"username": account.email, "password": account.password}
-        ),
-        "login#2": lambda http: http.post(
-            "/login/access-token", data={"username": account.email, "password": account.password}
-        ),
-    }
     service.database.execute("BEGIN")
     service.database.execute("LOCK TABLE item IN ACCESS EXCLUSIVE MODE")
     try:
-        answers = load(service.url, clients, seconds=5)
+        answers = load(service.url, clients_of(service, account, item_id), seconds=5)
     finally:
         service.database.execute("ROLLBACK")
     released = time.monotonic()
@@ -207,18 +216,19 @@ def test_a_locked_table_is_a_503_for_its_routes_only_and_replaces_no_connection(
     assert others
     for answer in items:
         assert_unavailable(answer.response)
-        assert answer.seconds < 1.5  # the server's lock_timeout (0.9 s), not a hang
+        assert answer.seconds < NOT_A_HANG  # the server's lock_timeout (0.5 s), not a hang
     assert {answer.status for answer in others} == {200}, [a.response.text for a in others if a.status != 200][:3]
     me_answers = [answer for answer in others if answer.kind == "me"]
     print(f"\n/users/me during the lock: {len(me_answers)} answers, p99 {p99(me_answers) * 1000:.0f} ms")
-    assert p99(me_answers) < 0.3
-    assert p99([answer for answer in others if answer.kind == "login"]) < 0.5
+    # The routes that never read `item` answer as they do without the lock: its waits hold no connection they need.
+    assert p99(me_answers) < 3 * usual["me"] + 0.2, usual
+    assert p99([answer for answer in others if answer.kind == "login"]) < 3 * usual["login"] + 0.3, usual
 
-    # Back at once when the lock goes.
+    # Back at once when the lock goes: the first requests after it succeed (no breaker, no backoff).
     assert service.http.get("/items/", headers=me).status_code == 200
     assert service.http.get(f"/items/{item_id}", headers=me).status_code == 200
     assert service.http.post("/items/", json={"title": "after"}, headers=me).status_code == 200
-    assert time.monotonic() - released < 1.0
+    assert time.monotonic() - released < NOT_A_HANG
     # Each statement the server canceled left its connection in the pool: none was replaced.
     after = service.database.app_backends()
     assert before <= after, f"replaced: {sorted(before - after)}"
@@ -243,7 +253,7 @@ def test_a_locked_user_table_is_a_503_for_login_signup_and_me(service: Service) 
         service.database.execute("ROLLBACK")
     for response in answers:
         assert_unavailable(response)
-    assert elapsed < 4 * 1.5
+    assert elapsed < 4 * NOT_A_HANG
     assert service.http.get("/users/me", headers=account.headers).status_code == 200
 
 
@@ -261,7 +271,7 @@ def test_a_statement_timeout_is_a_503_and_the_urls_own_setting_wins(migrated_dat
         try:
             started = time.monotonic()
             response = service.http.get("/items/", headers=service.headers)
-            assert time.monotonic() - started < 1.5
+            assert time.monotonic() - started < NOT_A_HANG
         finally:
             service.database.execute("ROLLBACK")
         assert_unavailable(response)
@@ -299,7 +309,7 @@ def test_a_request_waits_for_a_connection_no_longer_than_the_pools_timeout(migra
         finally:
             service.database.execute("ROLLBACK")
         assert_unavailable(waited)
-        assert 0.9 < elapsed < 2.0
+        assert 0.9 < elapsed < 2.5  # the pool's timeout (1 s), not the stuck statement's 3 s
         assert service.http.get("/users/me", headers=headers).status_code == 200
 
 
@@ -308,10 +318,10 @@ def test_the_server_timeouts_sit_below_the_command_timeout() -> None:
     url = "postgresql+asyncpg://postgres@127.0.0.1/accounts"
     assert server_settings(url, **QUICK) == {
         "application_name": APPLICATION_NAME,
-        "statement_timeout": "900",
-        "lock_timeout": "900",
+        "statement_timeout": "500",
+        "lock_timeout": "500",
     }
-    assert server_settings(url)["statement_timeout"] == "4500"  # DB_COMMAND_TIMEOUT's default, 5 s
+    assert server_settings(url)["statement_timeout"] == "4000"  # DB_COMMAND_TIMEOUT's default, 5 s
     # The URL's own setting wins.
     assert server_settings(url + "?options=-c%20statement_timeout%3D200")["statement_timeout"] == "200"
     # PgBouncer in transaction mode refuses startup parameters it does not know (and a SET would leak to other
