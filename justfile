@@ -92,6 +92,13 @@ bench *args:
     command -v wrk >/dev/null 2>&1 || apt-get install -y wrk || (apt-get update && apt-get install -y wrk)
     uv run python -m bench.run {{args}}
 
+# Serve full-stack-fastapi-template's own backend, generation june (f459c20a) or current (68adb40d), for
+# `just bench --reference NAME=URL`: checkout in bench/.templates/, venv from its uv.lock, fresh database, its
+# prestart, `fastapi run` with 2 workers on 127.0.0.1:PORT (june 8101, current 8102); `--check` stops after the
+# smoke test (health check, login). See bench/templates.py.
+bench-template name *args:
+    uv run python -m bench.templates {{name}} {{args}}
+
 # Seed 1,000,000 items across 10,000 users with SQL (default database bench_large, created and migrated if missing).
 bench-seed-large *args:
     uv run python -m bench.seed_large {{args}}
