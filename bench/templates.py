@@ -105,7 +105,7 @@ def mirror() -> Path:
 def checkout(generation: Generation, folder: Path) -> None:
     """The commit's backend/, pyproject.toml and uv.lock in `folder` (kept while the commit is the same)."""
     stamp = folder / ".commit"
-    if stamp.is_file() and stamp.read_text().strip() == generation.commit:
+    if stamp.is_file() and stamp.read_text().strip() == generation.commit and (folder / ".requires-python").is_file():
         return
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
@@ -115,6 +115,9 @@ def checkout(generation: Generation, folder: Path) -> None:
         check=True,
     )
     subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
+    # As the commit says it: patching the copy for an older Python (below) must not change what it requires.
+    spec = tomllib.loads((folder / "backend/pyproject.toml").read_text())["project"]["requires-python"]
+    (folder / ".requires-python").write_text(spec)
     stamp.write_text(generation.commit + "\n")
     say(f"checked out {generation.commit[:8]} into {folder}")
 
@@ -173,7 +176,7 @@ def patch_for_313(backend: Path) -> None:
 def venv(folder: Path, given_python: str | None) -> tuple[Path, str]:
     """The generation's venv (folder/.venv) from its uv.lock, and a description of how it was made."""
     backend = folder / "backend"
-    spec = tomllib.loads((backend / "pyproject.toml").read_text())["project"]["requires-python"]
+    spec = (folder / ".requires-python").read_text()
     low = re.search(r">=\s*(\d+)\.(\d+)", spec)
     minimum = (int(low.group(1)), int(low.group(2))) if low else (3, 10)
     python, version = pick_python(minimum, given_python)
