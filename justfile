@@ -85,12 +85,19 @@ sdk:
     rm -f sdk-openapi.json
 
 # Load benchmark on PostgreSQL: `just serve` (2 workers) on every route against raw asyncpg ceilings (and a bare
-# Litestar app for health), a mixed scenario and the checks, ~9 min; `--reference URL` adds another implementation of
-# the API, `--env KEY=VALUE` sets the service's environment (`just bench --help`; results in bench/RESULTS.md).
+# Litestar app for health), a mixed scenario and the checks, ~9 min; `--reference [NAME=]URL` (repeatable) adds other
+# implementations of the API (e.g. `just bench-template june`), `--env KEY=VALUE` sets the service's environment
+# (`just bench --help`; results in bench/RESULTS.md).
 # Installs wrk from Debian's packages when missing.
 bench *args:
     command -v wrk >/dev/null 2>&1 || apt-get install -y wrk || (apt-get update && apt-get install -y wrk)
     uv run python -m bench.run {{args}}
+
+# bench/templates.py: checkout in bench/.templates/, venv from its uv.lock, fresh database, its prestart, `fastapi run`
+# with 2 workers on 127.0.0.1:PORT (june 8101, current 8102); `--check` stops after a health check and a login.
+# Serve the template's own backend, june (f459c20a) or current (68adb40d), for `just bench --reference NAME=URL`.
+bench-template name *args:
+    uv run python -m bench.templates {{name}} {{args}}
 
 # Seed 1,000,000 items across 10,000 users with SQL (default database bench_large, created and migrated if missing).
 bench-seed-large *args:

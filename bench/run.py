@@ -1,14 +1,14 @@
 """Load benchmark of the real service against raw asyncpg + msgspec ceilings (bench/ceiling.py, and for the health
 route a bare Litestar app, bench/ceiling_litestar.py), and optionally another implementation of the same API.
 
-    uv run python -m bench.run [--workers 2] [--duration 10] [--scenarios a,b] [--reference URL] [--env K=V] ...
+    uv run python -m bench.run [--workers 2] [--duration 10] [--scenarios a,b] [--reference [NAME=]URL]... [--env K=V]
 
 In one invocation: create a fresh PostgreSQL database; start the service with `just serve` (WORKERS uvicorn
 workers, the production log level unless `--env LOG_LEVEL=…`) and the ceilings with uvicorn (same worker count,
 uvloop, httptools); seed callers through the HTTP API (a reader with 100 items, a writer with 100 items, the
 superuser) and the bulk straight into the database (100 users with a precomputed argon2 hash, items to delete,
 users whose password changes; for items_list_100k, when it runs, a user with 100,000 items); drive every scenario
-with wrk (bench/lua/*.lua), service then ceiling (then the reference), scenario by scenario; then the checks
+with wrk (bench/lua/*.lua), service then ceiling (then each reference), scenario by scenario; then the checks
 (users_me during a login storm, with the workers' RSS; optionally items_list on 1,000,000 items; 1 worker at
 concurrency 64); print Markdown tables; stop everything and drop the database.
 
@@ -17,7 +17,10 @@ unique emails per run. Every scenario counts non-2xx answers in Lua: a normal ru
 
 CPU ms/request is the uvicorn workers' user+system CPU time (/proc/<pid>/stat) over the measured run divided by
 the requests wrk completed; db ms/request is the same for the PostgreSQL backends serving the bench database. The
-reference is measured by wrk only (its processes and database are not ours).
+references (`--reference june=http://127.0.0.1:8101 --reference current=http://127.0.0.1:8102`, e.g. the template's
+two generations served by `just bench-template june|current`; a bare URL is named "reference") are measured by wrk
+only (their processes and databases are not ours), each seeded through its own API by its own superuser, and shown
+in a table of their own beside ours (req/s, p99, non-2xx, ours ÷ NAME per reference).
 """
 
 from __future__ import annotations
@@ -749,8 +752,8 @@ class Row:
     service: Result
     ceiling: Result | None
     bare: Result | None = None  # bare Litestar (health only)
-    reference: Result | None = None
-    reference_note: str = ""
+    references: dict[str, Result] = field(default_factory=dict)  # by reference name
+    reference_notes: dict[str, str] = field(default_factory=dict)  # why a reference has no result
 
 
 @dataclass
@@ -788,7 +791,6 @@ def target_cell(row: Row) -> str:
 
 def main_table(rows: list[Row]) -> str:
     bare = any(row.bare for row in rows)
-    reference = any(row.reference or row.reference_note for row in rows)
     header = (
         "| scenario | conc | req/s | p50 ms | p99 ms | non-2xx | sock err | cpu ms/req | db ms/req | db conns opened "
         "| ceiling req/s | ceiling p99 ms | ceiling cpu ms/req | ceiling db ms/req | % of ceiling | target |"
@@ -797,9 +799,6 @@ def main_table(rows: list[Row]) -> str:
     if bare:
         header += " bare Litestar req/s | % of bare Litestar |"
         align += "--:|--:|"
-    if reference:
-        header += " reference req/s | reference p99 ms | reference non-2xx | ours ÷ reference |"
-        align += "--:|--:|--:|--:|"
     lines = [header, align]
     for row in rows:
         s, c = row.service, row.ceiling
@@ -823,13 +822,31 @@ def main_table(rows: list[Row]) -> str:
         ]
         if bare:
             cells += [f"{row.bare.rps:.0f}", share(s, row.bare)] if row.bare else ["—", "—"]
-        if reference:
-            r = row.reference
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def references_table(rows: list[Row], names: list[str]) -> str:
+    """Ours beside every reference, one row per scenario: a table of its own, since the main one is already 16
+    columns wide, and one table (not one per reference) so that both generations of the template read in one row.
+    non-2xx counts wrk's socket errors too."""
+    header = "| scenario | conc | ours req/s | ours p99 ms | ours non-2xx |"
+    align = "|---|--:|--:|--:|--:|"
+    for name in names:
+        header += f" {name} req/s | {name} p99 ms | {name} non-2xx | ours ÷ {name} |"
+        align += "--:|--:|--:|--:|"
+    lines = [header, align]
+    for row in rows:
+        s = row.service
+        name = row.scenario.name + (f" ({row.scenario.note})" if row.scenario.note else "")
+        cells = [name, str(row.connections), f"{s.rps:.0f}", ms(s.p99_ms), str(s.non2xx + s.socket_errors)]
+        for reference in names:
+            r = row.references.get(reference)
             if r is not None:
                 ratio = f"{s.rps / r.rps:.1f}x" if r.rps else "—"
                 cells += [f"{r.rps:.0f}", ms(r.p99_ms), str(r.non2xx + r.socket_errors), ratio]
             else:
-                cells += [row.reference_note or "—", "—", "—", "—"]
+                cells += [row.reference_notes.get(reference, "—"), "—", "—", "—"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -904,6 +921,18 @@ def versions() -> str:
     return f"Python {platform.python_version()}, PostgreSQL {asyncio.run(postgres_version())}, {names}, {wrk}"
 
 
+def served_template(url: str) -> str:
+    """What `just bench-template` says it serves at `url` (bench/.templates/*/serving.json), or ""."""
+    for path in sorted((Path(__file__).resolve().parent / ".templates").glob("*/serving.json")):
+        try:
+            info = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if info.get("url") == url:
+            return f" = template {path.parent.name} {info['commit'][:8]}, {info['workers']} workers, {info['how']}"
+    return ""
+
+
 def git_commit(repo: Path) -> str:
     """The checkout's commit, marked when the served code (app/, db/, migrations/) has uncommitted changes."""
 
@@ -923,6 +952,30 @@ def env_pair(text: str) -> tuple[str, str]:
     if not sep or not name:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     return name, value
+
+
+def reference_pair(text: str) -> tuple[str, str]:
+    """`NAME=URL`, or a bare URL named "reference"."""
+    name, sep, url = text.partition("=")
+    if not sep or "/" in name or ":" in name:
+        name, url = "reference", text
+    if not name.replace("-", "").replace("_", "").isalnum() or not url.startswith(("http://", "https://")):
+        raise argparse.ArgumentTypeError(f"expected NAME=http://HOST:PORT or a URL, got {text!r}")
+    return name, url.rstrip("/")
+
+
+def per_reference(values: list[str], name: str, names: list[str], default: str) -> str:
+    """The value given as `name=VALUE` for this reference, else the last one given without a reference's name,
+    else `default` (a password may hold "=": only a reference's name before it makes it one reference's)."""
+    general = default
+    for value in values:
+        prefix, sep, rest = value.partition("=")
+        if sep and prefix in names:
+            if prefix == name:
+                return rest
+        else:
+            general = value
+    return general
 
 
 def parse_args() -> argparse.Namespace:
@@ -955,21 +1008,47 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument(
         "--reference",
-        metavar="URL",
-        help="another implementation of the API, already served (e.g. the template's backend): driven with the "
-        "same scenarios, seeded through its HTTP API",
+        type=reference_pair,
+        action="append",
+        default=[],
+        metavar="[NAME=]URL",
+        help="another implementation of the API, already served (e.g. `just bench-template june`), repeatable: "
+        "driven with the same scenarios, seeded through its HTTP API; a bare URL is named 'reference'",
     )
     parser.add_argument(
         "--ceiling-pool",
         type=int,
-        help="database connections per ceiling worker (default 20, the service's DB_POOL_SIZE; 10 with --reference, "
-        "so that the service's, the ceiling's and the reference's pools fit PostgreSQL's 100 connections)",
+        help="database connections per ceiling worker (default 20, the service's DB_POOL_SIZE; 10 with one "
+        "reference, 5 with more, so that the service's 40, the ceiling's and the references' pools (the template: "
+        "up to 2 x 15 while measured, 2 x 5 idle) fit PostgreSQL's 100 connections)",
     )
-    parser.add_argument("--reference-superuser", default="admin@example.com", help="the reference's superuser")
-    parser.add_argument("--reference-password", default="changethis", help="its password")
+    parser.add_argument(
+        "--reference-superuser",
+        action="append",
+        default=[],
+        metavar="[NAME=]EMAIL",
+        help="the references' superuser (default admin@example.com); NAME=EMAIL for one reference (repeatable)",
+    )
+    parser.add_argument(
+        "--reference-password",
+        action="append",
+        default=[],
+        metavar="[NAME=]PASSWORD",
+        help="its password (default changethis); NAME=PASSWORD for one reference (repeatable)",
+    )
     args = parser.parse_args()
+    names = [name for name, _ in args.reference]
+    if len(set(names)) != len(names):
+        parser.error(f"reference names must differ: {', '.join(names)}")
+    args.credentials = {
+        name: (
+            per_reference(args.reference_superuser, name, names, "admin@example.com"),
+            per_reference(args.reference_password, name, names, "changethis"),
+        )
+        for name in names
+    }
     if args.ceiling_pool is None:
-        args.ceiling_pool = 10 if args.reference else 20
+        args.ceiling_pool = 20 if not names else 10 if len(names) == 1 else 5
     unknown = set(args.scenarios.split(",")) - {s.name for s in SCENARIOS}
     if unknown:
         parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
@@ -1015,7 +1094,8 @@ def main() -> None:
     servers: list[Server] = []
     rows: list[Row] = []
     checks: list[Check] = []
-    reference_note = ""
+    references: dict[str, Reference] = {}
+    reference_notes: dict[str, str] = {}  # a reference that could not be seeded, and why
     try:
         app = service(
             seed_large.sqlalchemy_url(dsn), args.workers, secret, admin_password, args.repo.resolve(), extra_env
@@ -1032,16 +1112,15 @@ def main() -> None:
                 bare.start(logs / "ceiling-litestar.log")
         ours = Ours(app.url, logs, dsn, secret, admin_password)
         print(f"bench: service on {app.url}, {args.workers} workers; seeded", flush=True)
-        reference: Reference | None = None
-        if args.reference:
+        for name, url in args.reference:
+            files = logs / name
+            files.mkdir(exist_ok=True)
             try:
-                reference = Reference(
-                    args.reference.rstrip("/"), logs, args.reference_superuser, args.reference_password
-                )
-                print(f"bench: reference on {reference.url}; seeded through its API", flush=True)
+                references[name] = Reference(url, files, *args.credentials[name])
+                print(f"bench: reference {name} on {url}; seeded through its API", flush=True)
             except httpx.HTTPError as exc:
-                reference_note = f"reference not seeded: {exc}"
-                print(f"bench: {reference_note}", flush=True)
+                reference_notes[name] = f"not seeded: {exc}"
+                print(f"bench: reference {name} {reference_notes[name]}", flush=True)
 
         for scenario in chosen:
             if scenario.caller == "hoarder":
@@ -1058,22 +1137,24 @@ def main() -> None:
                 row.ceiling = measure(top, ours, database, scenario, connections, args)
                 if scenario.name == "health":
                     row.bare = measure(bare, ours, database, scenario, connections, args)
-            if reference is not None and scenario.caller not in reference.callers:
-                row.reference_note = "not seeded (too many items for its API)"
-            elif reference is not None:
-                try:
-                    row.reference = measure(None, reference, None, scenario, connections, args)
-                except (httpx.HTTPError, SystemExit) as exc:
-                    row.reference_note = f"skipped: {str(exc).splitlines()[0][:80]}"
-            elif reference_note:
-                row.reference_note = "not seeded"
+            for name, _ in args.reference:
+                reference = references.get(name)
+                if reference is None:
+                    row.reference_notes[name] = "not seeded"
+                elif scenario.caller not in reference.callers:
+                    row.reference_notes[name] = "not seeded (too many items for its API)"
+                else:
+                    try:
+                        row.references[name] = measure(None, reference, None, scenario, connections, args)
+                    except (httpx.HTTPError, SystemExit) as exc:
+                        row.reference_notes[name] = f"skipped: {str(exc).splitlines()[0][:80]}"
             rows.append(row)
             print(
                 f"bench: {scenario.name}: {row.service.rps:.0f} req/s, p99 {ms(row.service.p99_ms)} ms, "
                 f"non-2xx {row.service.non2xx}"
                 + (f" (ceiling {row.ceiling.rps:.0f})" if row.ceiling else "")
                 + (f" (bare Litestar {row.bare.rps:.0f})" if row.bare else "")
-                + (f" (reference {row.reference.rps:.0f})" if row.reference else ""),
+                + "".join(f" ({name} {result.rps:.0f})" for name, result in row.references.items()),
                 flush=True,
             )
         top.stop()
@@ -1105,9 +1186,12 @@ def main() -> None:
         f"- machine: {machine_description()}",
         f"- versions: {versions()}",
     ]
-    if args.reference:
-        report.append(f"- reference: {args.reference}" + (f" ({reference_note})" if reference_note else ""))
+    for name, url in args.reference:
+        note = f" ({reference_notes[name]})" if name in reference_notes else ""
+        report.append(f"- reference {name}: {url}{served_template(url)}{note}")
     report += ["", main_table(rows)]
+    if args.reference:
+        report += ["", references_table(rows, [name for name, _ in args.reference])]
     if checks:
         report += ["", checks_table(checks)]
     text = "\n".join(report) + "\n"
