@@ -53,9 +53,14 @@ class Message(Struct):
     message: str
 
 
+# `refresh_token` and `expires_in` (the access token's lifetime, in seconds) only when refresh tokens are on
+# (REFRESH_TOKEN_EXPIRE_MINUTES): UNSET fields are left out, so the default answer is the template's
+# `{"access_token": ..., "token_type": "bearer"}`, byte for byte.
 class Token(Struct):
     access_token: str
     token_type: str = "bearer"
+    refresh_token: str | UnsetType = UNSET
+    expires_in: int | UnsetType = UNSET
 
 
 class NewPassword(Struct):
@@ -86,6 +91,7 @@ class Caller(ShownUser, frozen=True):
     hashed_password: str
     token_version: int
     kept_token_digest: str | None
+    kept_session_id: UUID | None = None
 
     def public(self) -> UserPublic:
         return msgspec.convert(self, UserPublic, from_attributes=True)
@@ -146,6 +152,21 @@ class PrivateUserCreate(WithEmail, Struct):
     password: Password
     full_name: FullName
     is_verified: bool = False
+
+
+class SessionPublic(Struct):
+    id: UUID
+    created_at: datetime
+    last_used_at: datetime
+    expires_at: datetime
+    label: str
+    client_network: str
+    current: bool
+
+
+class SessionsPublic(Struct):
+    data: list[SessionPublic]
+    count: int
 
 
 class ItemPublic(Struct):

@@ -22,6 +22,7 @@ from app.openapi import error_responses
 from app.ratelimit import Quota, RateLimiter, TooManyRequests, identity_key
 from app.schemas import ADDRESS_MAX, Caller, LoginForm, Message, NewPassword, Token, UserPublic
 from app.services import UserService
+from app.sessions import client_network, session_label
 from app.validation import reject_nul_characters
 from db.identity import email_identity
 
@@ -125,8 +126,12 @@ class LoginController(Controller):
         audit(AuditEvent.LOGIN_SUCCEEDED, user_id=user.id)
         count_login("succeeded")
         expires = timedelta(minutes=settings.ACCESS_TOKEN_EXPIRE_MINUTES)
+        label = session_label(request.headers.get("user-agent", ""))
+        session_id = await users.start_session(user, label, client_network(client_address(request)), expires)
         return Token(
-            access_token=security.create_access_token(user.id, user.token_version, settings.SECRET_KEY, expires)
+            access_token=security.create_access_token(
+                user.id, user.token_version, settings.SECRET_KEY, expires, session_id
+            )
         )
 
     @post("/login/test-token", status_code=200)
