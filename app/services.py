@@ -416,7 +416,7 @@ class SessionRepository:
     LIVE_PAGE = (
         select(*columns(UserSession, SessionRow), func.count().over().label("total"))
         .join(User, _SESSION_USER)
-        .where(UserSession.user_id == bindparam("user_id"), _LIVE)
+        .where(UserSession.user_id == bindparam("owner_id"), _LIVE)
         .order_by(*_NEWEST_FIRST)
         .limit(bindparam("limit"))
         .offset(bindparam("skip"))
@@ -425,25 +425,25 @@ class SessionRepository:
         select(func.count())
         .select_from(UserSession)
         .join(User, _SESSION_USER)
-        .where(UserSession.user_id == bindparam("user_id"), _LIVE)
+        .where(UserSession.user_id == bindparam("owner_id"), _LIVE)
     )
     _OPEN = and_(UserSession.ended_at.is_(None), UserSession.expires_at > bindparam("now"))
     END_ONE = (
         update(UserSession)
-        .where(UserSession.id == bindparam("where_id"), UserSession.user_id == bindparam("user_id"), _OPEN)
-        .values(ended_at=bindparam("ended_at"))
+        .where(UserSession.id == bindparam("where_id"), UserSession.user_id == bindparam("owner_id"), _OPEN)
+        .values(ended_at=bindparam("end_at"))
         .returning(UserSession.id)
     )
     END_ALL = (
         update(UserSession)
-        .where(UserSession.user_id == bindparam("user_id"), _OPEN)
-        .values(ended_at=bindparam("ended_at"))
+        .where(UserSession.user_id == bindparam("owner_id"), _OPEN)
+        .values(ended_at=bindparam("end_at"))
         .returning(UserSession.id)
     )
     END_OTHERS = (
         update(UserSession)
-        .where(UserSession.user_id == bindparam("user_id"), UserSession.id != bindparam("keep_id"), _OPEN)
-        .values(ended_at=bindparam("ended_at"))
+        .where(UserSession.user_id == bindparam("owner_id"), UserSession.id != bindparam("keep_id"), _OPEN)
+        .values(ended_at=bindparam("end_at"))
         .returning(UserSession.id)
     )
     TOUCH = (
@@ -478,7 +478,7 @@ class SessionRepository:
             UserSession.refresh_generation > bindparam("generation"),
             UserSession.ended_at.is_(None),
         )
-        .values(ended_at=bindparam("ended_at"))
+        .values(ended_at=bindparam("end_at"))
         .returning(UserSession.user_id)
     )
     PRUNE = (
@@ -499,17 +499,19 @@ class SessionRepository:
     async def read_live_page(
         cls, fast: Executor, user_id: UUID, now: datetime, skip: int, limit: int
     ) -> tuple[list[SessionRow], int]:
-        return await fast.page(SessionRow, cls.LIVE_PAGE, cls.LIVE_COUNT, {"user_id": user_id, "now": now}, skip, limit)
+        return await fast.page(
+            SessionRow, cls.LIVE_PAGE, cls.LIVE_COUNT, {"owner_id": user_id, "now": now}, skip, limit
+        )
 
     @classmethod
     async def end_one(cls, fast: Executor, user_id: UUID, session_id: UUID, now: datetime) -> bool:
-        params = {"where_id": session_id, "user_id": user_id, "now": now, "ended_at": now}
+        params = {"where_id": session_id, "owner_id": user_id, "now": now, "end_at": now}
         return bool(await fast.rows(cls.END_ONE, params))
 
     @classmethod
     async def end_all(cls, fast: Executor, user_id: UUID, now: datetime, keep_id: UUID | None = None) -> list[UUID]:
         """The ids of the sessions ended: all the user's open ones, but `keep_id`."""
-        params: dict[str, Any] = {"user_id": user_id, "now": now, "ended_at": now}
+        params: dict[str, Any] = {"owner_id": user_id, "now": now, "end_at": now}
         if keep_id is None:
             rows = await fast.rows(cls.END_ALL, params)
         else:
@@ -536,7 +538,7 @@ class SessionRepository:
     @classmethod
     async def end_reused(cls, fast: Executor, session_id: UUID, generation: int, now: datetime) -> UUID | None:
         """The session's user if a refresh token of `generation` is an old one (the session then ended)."""
-        rows = await fast.rows(cls.END_REUSED, {"where_id": session_id, "generation": generation, "ended_at": now})
+        rows = await fast.rows(cls.END_REUSED, {"where_id": session_id, "generation": generation, "end_at": now})
         return rows[0]["user_id"] if rows else None
 
     @classmethod
