@@ -203,6 +203,13 @@ class LoginForm(Struct, kw_only=True):
     client_secret: Secret | None = None
 
 
+class RefreshForm(Struct, kw_only=True):
+    """The OAuth2 refresh-token grant (RFC 6749 section 6), as a form."""
+
+    grant_type: Annotated[str, Meta(pattern="^refresh_token$")]
+    refresh_token: Secret
+
+
 # The template's component name (not a valid identifier), which generated SDKs use as the model name.
 LoginForm.__name__ = LoginForm.__qualname__ = "Body_login-login_access_token"
 

@@ -46,6 +46,7 @@ from app.audit import AuditEvent, audit
 from app.errors import (
     EMAIL_TAKEN,
     INCORRECT_PASSWORD,
+    INVALID_REFRESH_TOKEN,
     ITEM_NOT_FOUND,
     NOT_ENOUGH_PERMISSIONS,
     NOT_ENOUGH_PRIVILEGES,
@@ -706,12 +707,15 @@ class UserService:
         return await self._apply(self.caller.public(), changes)
 
     async def start_session(
-        self, user: User, label: str, client_network: str, lifetime: timedelta, refresh_digest: str | None = None
-    ) -> UUID:
+        self, user: User, label: str, client_network: str, lifetime: timedelta, refresh_key: str | None = None
+    ) -> tuple[UUID, security.RefreshToken | None]:
         """A new session of `user` (a login), in the request's transaction (that of the login's own reads and
-        rehash); its id, which the access token names."""
+        rehash): its id, which the access token names, and its first refresh token when `refresh_key` is given
+        (only its digest is stored)."""
         now = utc_now()
         session_id = uuid7()
+        refresh = security.new_refresh_token(session_id, 0, refresh_key) if refresh_key else None
+        refresh_digest = security.token_digest(str(refresh)) if refresh else None
         values = {
             "id": session_id,
             "user_id": user.id,
@@ -728,7 +732,32 @@ class UserService:
         }
         await self.repository.session.execute(SessionRepository.INSERT, values)
         audit(AuditEvent.SESSION_CREATED, user_id=user.id, session_id=str(session_id))
-        return session_id
+        return session_id, refresh
+
+    async def refresh(self, token: str, key: str, lifetime: timedelta) -> tuple[Refreshed, security.RefreshToken]:
+        """Rotates a refresh token: the session's next one (the given one never works again) and what its new
+        access token is minted from; the session now expires `lifetime` from now. A token of ours older than the
+        session's current one was used before: someone else holds a copy, and the session ends (only that one)."""
+        parsed = security.parse_refresh_token(token, key)
+        if parsed is None:
+            raise Rejected(INVALID_REFRESH_TOKEN)
+        now = utc_now()
+        rotated = security.new_refresh_token(parsed.session_id, parsed.generation + 1, key)
+        refreshed = await SessionRepository.refresh(
+            self.fast,
+            parsed.session_id,
+            security.token_digest(str(parsed)),
+            security.token_digest(str(rotated)),
+            now,
+            now + lifetime,
+        )
+        if refreshed is None:
+            owner = await SessionRepository.end_reused(self.fast, parsed.session_id, parsed.generation, now)
+            if owner is not None:
+                audit(AuditEvent.SESSION_REFRESH_REUSED, user_id=owner, session_id=str(parsed.session_id))
+            raise Rejected(INVALID_REFRESH_TOKEN)
+        audit(AuditEvent.SESSION_REFRESHED, user_id=refreshed.user_id, session_id=str(parsed.session_id))
+        return refreshed, rotated
 
     async def change_own_password(self, current: str, new: str, access: security.AccessToken) -> None:
         """The caller's other sessions end; the session of `access` (the token that made the change) stays."""

@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import ipaddress
-import secrets
 from datetime import datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any
 from uuid import UUID
 
 import structlog
@@ -122,41 +119,3 @@ class Pruner:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-
-
-class RefreshToken(NamedTuple):
-    """`<session id>.<generation>.<secret>`; the secret is a random nonce and a keyed tag over all three, so that a
-    token we never issued is told from an old one of ours (only an old one of ours ends its session as reused)."""
-
-    session_id: UUID
-    generation: int
-    secret: str
-
-    def __str__(self) -> str:
-        return f"{self.session_id}.{self.generation}.{self.secret}"
-
-
-def _tag(session_id: UUID, generation: int, nonce: str, key: str) -> str:
-    message = f"refresh:{session_id}.{generation}.{nonce}".encode()
-    return hmac.new(key.encode(), message, hashlib.sha256).hexdigest()[:32]
-
-
-def new_refresh_token(session_id: UUID, generation: int, key: str) -> RefreshToken:
-    nonce = secrets.token_urlsafe(32)
-    return RefreshToken(session_id, generation, f"{nonce}~{_tag(session_id, generation, nonce, key)}")
-
-
-def parse_refresh_token(token: str, key: str) -> RefreshToken | None:
-    """The token's parts if we issued it (whatever its age), None otherwise."""
-    parts = token.split(".")
-    if len(parts) != 3:
-        return None
-    session, generation, secret = parts
-    nonce, _, tag = secret.partition("~")
-    try:
-        session_id, number = UUID(session), int(generation)
-    except ValueError:
-        return None
-    if not (0 <= number < 2**31 and nonce and hmac.compare_digest(tag, _tag(session_id, number, nonce, key))):
-        return None
-    return RefreshToken(session_id, number, secret)

@@ -63,7 +63,8 @@ CONTRACT_COMPONENTS = {
 # Ours, beyond the template's, documented here so additions are deliberate.
 EXTRA_OPERATION_IDS = {
     "utils-ready",
-    # Sessions (README "Sessions and tokens").
+    # Sessions and refresh tokens (README "Sessions and tokens").
+    "login-refresh_access_token",
     "users-read_sessions_me",
     "users-delete_sessions_me",
     "users-delete_session_me",

@@ -437,3 +437,137 @@ def test_the_migration_gives_each_user_a_legacy_session(engine: str, tmp_path: A
     finally:
         if engine == "postgresql":
             drop_postgres_database(url)
+
+
+# ------------------------------------------------------------ refresh tokens (REFRESH_TOKEN_EXPIRE_MINUTES)
+
+ACCESS_MINUTES, REFRESH_MINUTES = 15, 60
+
+
+@pytest.fixture
+def refreshing(served: Served) -> Iterator[httpx.Client]:
+    """The app with refresh tokens on, on the served database."""
+    settings = make_settings(
+        served.database.url,
+        ACCESS_TOKEN_EXPIRE_MINUTES=str(ACCESS_MINUTES),
+        REFRESH_TOKEN_EXPIRE_MINUTES=str(REFRESH_MINUTES),
+    )
+    with LiveServer(create_app(settings)) as server, httpx.Client(base_url=server.url + settings.API_V1_STR) as http:
+        yield http
+
+
+def login_pair(http: httpx.Client, user: Account) -> dict[str, Any]:
+    response = http.post("/login/access-token", data={"username": user.email, "password": user.password})
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def refresh(http: httpx.Client, token: str, **fields: str) -> httpx.Response:
+    return http.post("/login/refresh", data={"grant_type": "refresh_token", "refresh_token": token, **fields})
+
+
+def test_the_default_login_answer_is_the_templates_byte_for_byte(client: httpx.Client, user: Account) -> None:
+    response = client.post("/login/access-token", data={"username": user.email, "password": user.password})
+    token = response.json()["access_token"]
+    assert response.content == b'{"access_token":"' + token.encode() + b'","token_type":"bearer"}'
+    off = refresh(client, "anything")
+    assert (off.status_code, off.json()) == (400, {"detail": "Invalid refresh token"})
+
+
+def test_a_refresh_rotates_the_tokens_of_the_same_session(refreshing: httpx.Client, user: Account) -> None:
+    first = login_pair(refreshing, user)
+    assert set(first) == {"access_token", "token_type", "refresh_token", "expires_in"}
+    assert (first["token_type"], first["expires_in"]) == ("bearer", ACCESS_MINUTES * 60)
+    sid = jwt.decode(first["access_token"], SECRET_KEY, algorithms=["HS256"])["sid"]
+    assert first["refresh_token"].startswith(f"{sid}.0.")
+    response = refresh(refreshing, first["refresh_token"])
+    assert response.status_code == 200, response.text
+    second = response.json()
+    assert second["refresh_token"].startswith(f"{sid}.1.")
+    assert jwt.decode(second["access_token"], SECRET_KEY, algorithms=["HS256"])["sid"] == sid
+    assert refreshing.get("/users/me", headers=bearer(second["access_token"])).status_code == 200
+    listed = sessions(refreshing, bearer(second["access_token"]))
+    current = next(s for s in listed["data"] if s["current"])
+    assert current["id"] == sid
+    left = datetime.fromisoformat(current["expires_at"]) - utc_now()
+    assert timedelta(minutes=REFRESH_MINUTES - 1) < left <= timedelta(minutes=REFRESH_MINUTES)
+    # Multipart, as a browser's FormData sends it, works the same.
+    third = refreshing.post(
+        "/login/refresh",
+        files={"grant_type": (None, "refresh_token"), "refresh_token": (None, second["refresh_token"])},
+    )
+    assert third.status_code == 200, third.text
+
+
+def test_a_reused_refresh_token_ends_its_session_and_only_it(
+    refreshing: httpx.Client, replica: httpx.Client, user: Account
+) -> None:
+    stolen, bystander = login_pair(refreshing, user), login_pair(refreshing, user)
+    rotated = refresh(refreshing, stolen["refresh_token"]).json()
+    again = refresh(refreshing, stolen["refresh_token"])
+    assert (again.status_code, again.json()) == (400, {"detail": "Invalid refresh token"})
+    # The session ended: its newest tokens too, on every replica.
+    assert replica.get("/users/me", headers=bearer(rotated["access_token"])).status_code == 403
+    assert refresh(refreshing, rotated["refresh_token"]).status_code == 400
+    # The user's other sessions go on.
+    assert replica.get("/users/me", headers=bearer(bystander["access_token"])).status_code == 200
+    assert replica.get("/users/me", headers=user.headers).status_code == 200
+    assert refresh(refreshing, bystander["refresh_token"]).status_code == 200
+
+
+def test_a_refresh_token_we_never_issued_ends_nothing(refreshing: httpx.Client, user: Account) -> None:
+    pair = login_pair(refreshing, user)
+    sid, _, secret = pair["refresh_token"].split(".")
+    for forged in (
+        f"{sid}.0.{secret[:-1]}{'0' if secret[-1] != '0' else '1'}",  # a wrong tag
+        f"{sid}.0.nonce~{'0' * 32}",
+        f"{sid}.x.{secret}",
+        "not-a-refresh-token",
+        pair["access_token"],
+    ):
+        response = refresh(refreshing, forged)
+        assert (response.status_code, response.json()) == (400, {"detail": "Invalid refresh token"}), forged
+    assert refreshing.get("/users/me", headers=bearer(pair["access_token"])).status_code == 200
+    assert refresh(refreshing, pair["refresh_token"]).status_code == 200
+
+
+def test_the_refresh_form_is_validated(refreshing: httpx.Client) -> None:
+    missing = refreshing.post("/login/refresh", data={"grant_type": "refresh_token"})
+    assert missing.status_code == 422
+    assert missing.json()["detail"][0]["loc"] == ["body", "refresh_token"]
+    wrong = refreshing.post("/login/refresh", data={"grant_type": "password", "refresh_token": "x"})
+    assert wrong.status_code == 422
+
+
+def test_an_ended_or_revoked_session_refreshes_no_more(
+    refreshing: httpx.Client, client: httpx.Client, user: Account, superuser_headers: dict[str, str]
+) -> None:
+    ended, changer, revoked = (login_pair(refreshing, user) for _ in range(3))
+    headers = bearer(changer["access_token"])
+    sid = ended["refresh_token"].split(".")[0]
+    assert refreshing.delete(f"/users/me/sessions/{sid}", headers=headers).status_code == 200
+    assert refresh(refreshing, ended["refresh_token"]).status_code == 400
+    body = {"current_password": user.password, "new_password": "a-new-password-1"}
+    assert refreshing.patch("/users/me/password", json=body, headers=headers).status_code == 200
+    assert refresh(refreshing, revoked["refresh_token"]).status_code == 400  # revoked by the change
+    kept = refresh(refreshing, changer["refresh_token"])  # the session that changed it is kept
+    assert kept.status_code == 200, kept.text
+    # (The served app's superuser token lives longer than this app's ACCESS_TOKEN_EXPIRE_MINUTES: it asks there.)
+    assert client.patch(f"/users/{user.id}", json={"is_active": False}, headers=superuser_headers).is_success
+    assert refresh(refreshing, kept.json()["refresh_token"]).status_code == 400  # inactive
+
+
+def test_the_tables_hold_only_digests_of_the_tokens(refreshing: httpx.Client, served: Served, user: Account) -> None:
+    first = login_pair(refreshing, user)
+    second = refresh(refreshing, first["refresh_token"]).json()
+    secrets_given = [first["refresh_token"], second["refresh_token"], first["access_token"], second["access_token"]]
+    secrets_given += [token.split(".")[2] for token in (first["refresh_token"], second["refresh_token"])]
+    rows = rows_of(served.database, user.id)
+    stored = [str(value) for row in rows for value in row.values()]
+    assert not [value for value in stored for secret in secrets_given if secret in value]
+    digests = {row["refresh_digest"] for row in rows}
+    assert security.token_digest(second["refresh_token"]) in digests
+    assert security.token_digest(first["refresh_token"]) not in digests
+    users_row = served.database.scalar('SELECT kept_token_digest FROM "user" WHERE email = :email', email=user.email)
+    assert users_row is None
