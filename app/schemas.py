@@ -53,14 +53,17 @@ class Message(Struct):
     message: str
 
 
-# `refresh_token` and `expires_in` (the access token's lifetime, in seconds) only when refresh tokens are on
-# (REFRESH_TOKEN_EXPIRE_MINUTES): UNSET fields are left out, so the default answer is the template's
-# `{"access_token": ..., "token_type": "bearer"}`, byte for byte.
 class Token(Struct):
     access_token: str
     token_type: str = "bearer"
-    refresh_token: str | UnsetType = UNSET
-    expires_in: int | UnsetType = UNSET
+
+
+# With refresh tokens on (REFRESH_TOKEN_EXPIRE_MINUTES), what a login and a refresh answer: `Token` stays the
+# template's (its frontend's generated client types the login answer by it), and the default answer is its
+# `{"access_token": ..., "token_type": "bearer"}`, byte for byte.
+class TokenPair(Token, kw_only=True):
+    refresh_token: str
+    expires_in: int  # the access token's lifetime, in seconds
 
 
 class NewPassword(Struct):
