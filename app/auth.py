@@ -21,8 +21,10 @@ from app.config import Settings
 from app.errors import INACTIVE_USER, INVALID_CREDENTIALS, NOT_AUTHENTICATED, NOT_ENOUGH_PRIVILEGES, USER_NOT_FOUND
 from app.observability import bind_user
 from app.schemas import Caller
-from app.services import READ_WITH_CALLER, Found, ReadWithCaller, UserRepository
+from app.services import READ_WITH_CALLER, Found, ReadWithCaller, UserRepository, session_admits
+from app.sessions import TOUCH_EVERY, TOUCH_STATE_KEY
 from db.executor import Executor
+from db.models import utc_now
 
 EXCLUDE_FROM_AUTH = "exclude_from_auth"
 
@@ -31,6 +33,9 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
     """`Authorization: Bearer <JWT>` → `connection.user` (a `Caller`), in the contract's order of answers:
     401 no bearer token, 403 a token that fails verification (or was revoked), 404 its user is gone,
     400 its user is inactive.
+
+    The token's session is read with the caller (app/services.py `session_admits` says whether it still admits
+    the token); its `last_used_at` is written after the answer when older than a minute (app/sessions.py).
 
     A route whose opt declares a `ReadWithCaller` (under READ_WITH_CALLER) gets that row read in the caller's own
     statement and left in the request state under the same key, as a `Found`: one round trip instead of two."""
@@ -53,18 +58,23 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
         read = connection.route_handler.opt.get(READ_WITH_CALLER)
         row_id = read.row_id(connection.path_params) if isinstance(read, ReadWithCaller) else None
         if row_id is None:
-            user = await UserRepository.read_caller(self.fast, access.user_id)
+            user, session = await UserRepository.read_caller(self.fast, access.user_id, access.session_id)
         else:
-            user, row = await UserRepository.read_caller_with(self.fast, access.user_id, read, row_id)
+            user, session, row = await UserRepository.read_caller_with(
+                self.fast, access.user_id, access.session_id, read, row_id
+            )
             connection.state[READ_WITH_CALLER] = Found(row_id, row)
         if user is None:
             raise NotFoundException(USER_NOT_FOUND)
         if not user.is_active:
             raise HTTPException(status_code=400, detail=INACTIVE_USER)
-        if user.token_version != access.version and user.kept_token_digest != access.digest:
-            # Revoked: issued before a password change or a deactivation (but for the session that changed
-            # its own password).
+        now = utc_now()
+        if not session_admits(user, session, access, now):
+            # Its session ended, expired, or was revoked by a password change or a deactivation (but for the
+            # session that changed its own password).
             raise PermissionDeniedException(INVALID_CREDENTIALS)
+        if session is not None and session.last_used_at < now - TOUCH_EVERY:
+            connection.state[TOUCH_STATE_KEY] = session.id  # written after the answer (app/sessions.py)
         bind_user(user.id)
         return AuthenticationResult(user=user, auth=access)
 

@@ -56,6 +56,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     FIRST_SUPERUSER: str = "admin@example.com"
     FIRST_SUPERUSER_PASSWORD: str = DEV_SECRET
     # --- ours ---
+    # Refresh tokens (README "Sessions and tokens"): off at 0; else a login also answers a refresh token, each
+    # refresh extends its session by this much, and the session outlives its first access token by as much.
+    REFRESH_TOKEN_EXPIRE_MINUTES: Annotated[int, msgspec.Meta(ge=0)] = 0
     DATABASE_URL: str | None = None
     DB_POOL_SIZE: int = 20
     DB_CONNECT_TIMEOUT: float = 3.0
@@ -89,6 +92,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # The built frontend served at `/` (the template's Vite build writes it to app/frontend). Unset: app/frontend
     # when it is there, else no frontend; set: it must exist.
     FRONTEND_DIR: str | None = None
+
+    @property
+    def refresh_tokens_enabled(self) -> bool:
+        return self.REFRESH_TOKEN_EXPIRE_MINUTES > 0
 
     @property
     def database_url(self) -> str:

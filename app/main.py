@@ -41,7 +41,8 @@ from app.openapi import SECURITY_SCHEME, openapi_fixups, operation_id
 from app.ratelimit import RateLimiter
 from app.schemas import Caller
 from app.security import passwords
-from app.services import provide_item_service, provide_user_service
+from app.services import provide_item_service, provide_session_service, provide_user_service
+from app.sessions import Pruner, Touches
 from app.tracing import Tracing, tracing_enabled
 from app.validation import reject_nul_characters
 from db.executor import Executor
@@ -174,6 +175,9 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
     metrics = Metrics(settings, fast, rate_limiter) if settings.METRICS_ENABLED else None
     # Mail after the answer, by tasks of the process's own (app/emails.py).
     outbox = Outbox()
+    # Sessions' last_used_at after the answer, and their pruning (app/sessions.py).
+    touches = Touches(fast)
+    pruner = Pruner(fast)
     tracing = Tracing(settings, tracer_provider) if tracing_enabled(settings) else None
     if tracing is not None:
         tracing.instrument(db_config.get_engine(), fast)
@@ -184,6 +188,7 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
     services = {
         "users": Provide(provide_user_service, sync_to_thread=False),
         "items": Provide(provide_item_service, sync_to_thread=False),
+        "sessions": Provide(provide_session_service, sync_to_thread=False),
     }
     api = Router(path=settings.API_V1_STR, route_handlers=controllers, dependencies=services)
 
@@ -212,15 +217,19 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
         on_startup=[
             freeze_startup_objects,
             partial(announce, settings),
+            pruner.start,
             *(observer.start for observer in (metrics, tracing) if observer),
         ],
         on_shutdown=[
+            pruner.stop,
+            touches.close,
             outbox.close,
             rate_limiter.close,
             *(observer.stop for observer in (metrics, tracing) if observer),
             flush_logs,
         ],
         before_send=[preflight_ok, log_response],
+        after_response=touches.after_response,
         before_request=reject_nul_characters,
         exception_handlers=exception_handlers,
         cors_config=CORSConfig(

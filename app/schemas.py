@@ -58,6 +58,14 @@ class Token(Struct):
     token_type: str = "bearer"
 
 
+# With refresh tokens on (REFRESH_TOKEN_EXPIRE_MINUTES), what a login and a refresh answer: `Token` stays the
+# template's (its frontend's generated client types the login answer by it), and the default answer is its
+# `{"access_token": ..., "token_type": "bearer"}`, byte for byte.
+class TokenPair(Token, kw_only=True):
+    refresh_token: str
+    expires_in: int  # the access token's lifetime, in seconds
+
+
 class NewPassword(Struct):
     token: Annotated[str, Meta(max_length=TOKEN_MAX)]
     new_password: Password
@@ -86,6 +94,7 @@ class Caller(ShownUser, frozen=True):
     hashed_password: str
     token_version: int
     kept_token_digest: str | None
+    kept_session_id: UUID | None = None
 
     def public(self) -> UserPublic:
         return msgspec.convert(self, UserPublic, from_attributes=True)
@@ -148,6 +157,21 @@ class PrivateUserCreate(WithEmail, Struct):
     is_verified: bool = False
 
 
+class SessionPublic(Struct):
+    id: UUID
+    created_at: datetime
+    last_used_at: datetime
+    expires_at: datetime
+    label: str
+    client_network: str
+    current: bool
+
+
+class SessionsPublic(Struct):
+    data: list[SessionPublic]
+    count: int
+
+
 class ItemPublic(Struct):
     title: Title
     description: Annotated[Description, OPTIONAL] | None
@@ -180,6 +204,13 @@ class LoginForm(Struct, kw_only=True):
     scope: FormText = ""
     client_id: FormText | None = None
     client_secret: Secret | None = None
+
+
+class RefreshForm(Struct, kw_only=True):
+    """The OAuth2 refresh-token grant (RFC 6749 section 6), as a form."""
+
+    grant_type: Annotated[str, Meta(pattern="^refresh_token$")]
+    refresh_token: Secret
 
 
 # The template's component name (not a valid identifier), which generated SDKs use as the model name.

@@ -21,6 +21,8 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from argon2.profiles import CHEAPEST, RFC_9106_LOW_MEMORY
 
+from db.models import legacy_session_id
+
 ALGORITHM = "HS256"
 # Replicas' clocks differ a little: a token issued by one a second "in the future" of another is still valid.
 # PyJWT applies the leeway to expiry too: the decoders check `exp` again without it.
@@ -89,18 +91,26 @@ def _encode(claims: dict[str, Any], secret: str, expires: timedelta) -> str:
     return jwt.encode({**claims, "iat": now, "exp": now + expires}, secret, algorithm=ALGORITHM)
 
 
-def create_access_token(user_id: UUID, token_version: int, secret: str, expires: timedelta) -> str:
-    # `jti` makes each login's token unique (two logins in one second would otherwise sign the same claims),
-    # so that one session can be told from another.
+def create_access_token(
+    user_id: UUID, token_version: int, secret: str, expires: timedelta, session_id: UUID | None = None
+) -> str:
+    """`session_id`: the login's session (`sid`), which the token belongs to; without one it belongs to the user's
+    legacy session, as the tokens minted before sessions."""
+    # `jti` makes each login's token unique (two logins in one second would otherwise sign the same claims).
     claims = {"sub": str(user_id), "typ": "access", "ver": token_version, "jti": secrets.token_urlsafe(12)}
+    if session_id is not None:
+        claims["sid"] = str(session_id)
     return _encode(claims, secret, expires)
 
 
 class AccessToken(NamedTuple):
     user_id: UUID
     version: int
-    # Names this token (a digest of it): the session that changed its own password keeps working by it.
+    # Names this token (a digest of it): the legacy token that changed its own password keeps working by it.
     digest: str
+    # The session it belongs to: its `sid`, or, for a token without one, the user's legacy session.
+    session_id: UUID
+    legacy: bool
 
 
 def decode_access_token(token: str, secret: str, lifetime: timedelta) -> AccessToken:
@@ -137,7 +147,10 @@ def _verified_access_token(token: str, secret: str, lifetime: float) -> tuple[Ac
         raise InvalidTokenError("not an access token")
     try:
         digest = hashlib.sha256(token.encode()).hexdigest()
-        access = AccessToken(UUID(str(claims["sub"])), int(claims.get("ver", 0)), digest)
+        user_id = UUID(str(claims["sub"]))
+        sid = claims.get("sid")
+        session_id = UUID(str(sid)) if sid is not None else legacy_session_id(user_id)
+        access = AccessToken(user_id, int(claims.get("ver", 0)), digest, session_id, sid is None)
         expires_at = float(claims["exp"])
         issued_at = min(float(claims.get("iat", time.time())), time.time())
     except (ValueError, TypeError):
@@ -145,6 +158,11 @@ def _verified_access_token(token: str, secret: str, lifetime: float) -> tuple[Ac
     if expires_at > issued_at + lifetime + CLOCK_SKEW.total_seconds():
         raise InvalidTokenError("lives longer than ACCESS_TOKEN_EXPIRE_MINUTES")
     return access, expires_at
+
+
+def token_digest(secret: str) -> str:
+    """What the database keeps of a token: its sha256, never the token."""
+    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 def password_fingerprint(hashed_password: str, secret: str) -> str:
@@ -175,3 +193,41 @@ def decode_reset_token(token: str, secret: str) -> tuple[str, str]:
     if float(claims["exp"]) <= time.time():  # the leeway is for `iat` only
         raise InvalidTokenError("expired")
     return str(claims["sub"]), str(claims["pwd"])
+
+
+class RefreshToken(NamedTuple):
+    """`<session id>.<generation>.<secret>`; the secret is a random nonce and a keyed tag over all three, so that a
+    token we never issued is told from an old one of ours (only an old one of ours ends its session as reused)."""
+
+    session_id: UUID
+    generation: int
+    secret: str
+
+    def __str__(self) -> str:
+        return f"{self.session_id}.{self.generation}.{self.secret}"
+
+
+def _tag(session_id: UUID, generation: int, nonce: str, key: str) -> str:
+    message = f"refresh:{session_id}.{generation}.{nonce}".encode()
+    return hmac.new(key.encode(), message, hashlib.sha256).hexdigest()[:32]
+
+
+def new_refresh_token(session_id: UUID, generation: int, key: str) -> RefreshToken:
+    nonce = secrets.token_urlsafe(32)
+    return RefreshToken(session_id, generation, f"{nonce}~{_tag(session_id, generation, nonce, key)}")
+
+
+def parse_refresh_token(token: str, key: str) -> RefreshToken | None:
+    """The token's parts if we issued it (whatever its age), None otherwise."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    session, generation, secret = parts
+    nonce, _, tag = secret.partition("~")
+    try:
+        session_id, number = UUID(session), int(generation)
+    except ValueError:
+        return None
+    if not (0 <= number < 2**31 and nonce and hmac.compare_digest(tag, _tag(session_id, number, nonce, key))):
+        return None
+    return RefreshToken(session_id, number, secret)

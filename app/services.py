@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from functools import cache, cached_property, partial
 from typing import Any, Generic
 from uuid import UUID
@@ -26,11 +27,13 @@ from sqlalchemy import (
     ScalarSelect,
     Select,
     Update,
+    and_,
     bindparam,
     delete,
     func,
     insert,
     literal_column,
+    or_,
     select,
     update,
 )
@@ -43,6 +46,7 @@ from app.audit import AuditEvent, audit
 from app.errors import (
     EMAIL_TAKEN,
     INCORRECT_PASSWORD,
+    INVALID_REFRESH_TOKEN,
     ITEM_NOT_FOUND,
     NOT_ENOUGH_PERMISSIONS,
     NOT_ENOUGH_PRIVILEGES,
@@ -54,10 +58,19 @@ from app.errors import (
     NotFound,
     Rejected,
 )
-from app.schemas import Caller, ItemCreate, ItemPublic, ItemsPublic, UserPublic, UsersPublic
+from app.schemas import (
+    Caller,
+    ItemCreate,
+    ItemPublic,
+    ItemsPublic,
+    SessionPublic,
+    SessionsPublic,
+    UserPublic,
+    UsersPublic,
+)
 from db.executor import Executor, S, columns, from_row
 from db.identity import email_identity
-from db.models import Base, Item, User, utc_now
+from db.models import Base, Item, User, UserSession, utc_now
 
 OpenSession = Callable[[], AsyncSession]
 # Beside the contract's SUPERUSER_SELF_DELETE, in its words: what the template allowed and we refuse [better].
@@ -73,6 +86,45 @@ def user_public(user: User) -> UserPublic:
 _CALLER = columns(User, Caller)
 _ROW_KEY = "row_key"
 _ROW_PREFIX = "row_"
+SESSION_NOT_FOUND = "Session not found"
+
+
+class CallerSession(msgspec.Struct, frozen=True):
+    """What authentication reads of the token's session, in the caller's own statement."""
+
+    id: UUID
+    ended_at: datetime | None
+    expires_at: datetime
+    last_used_at: datetime
+    token_version: int
+    legacy: bool
+
+
+_SESSION_PREFIX = "session_"
+_CALLER_SESSION = [
+    getattr(UserSession, column.key).label(_SESSION_PREFIX + column.key)
+    for column in columns(UserSession, CallerSession)
+]
+# The token's session (`sid`), if it is one of the caller's.
+_TOKEN_SESSION = and_(UserSession.id == bindparam("sid"), UserSession.user_id == User.id)
+# A session that began at its user's current token_version, or the one their last password change kept.
+_CURRENT_VERSION = or_(UserSession.token_version == User.token_version, UserSession.id == User.kept_session_id)
+
+
+def session_admits(caller: Caller, session: CallerSession | None, access: security.AccessToken, now: datetime) -> bool:
+    """Whether `access` is still good: its session exists, is not ended or expired, and was not revoked by a later
+    password change or deactivation (token_version bumped), but for the session that change kept.
+
+    A legacy token (no `sid`) also answers for itself, as before sessions: it is good while its own `ver` is the
+    user's version, or it is the very token (by digest) that changed its own password. All legacy tokens share one
+    session, so that session's version alone would revive the tokens a change before migration 0007 revoked."""
+    if session is None or session.ended_at is not None or session.expires_at <= now:
+        return False
+    if access.legacy:
+        current = session.token_version == caller.token_version == access.version
+        kept = caller.kept_session_id == session.id and caller.kept_token_digest == access.digest
+        return current or kept
+    return session.token_version == caller.token_version or caller.kept_session_id == session.id
 
 
 @dataclass(frozen=True)
@@ -104,12 +156,20 @@ def caller_with(model: type[Base], struct: type[msgspec.Struct]) -> Select[Any]:
     return (
         select(
             *_CALLER,
+            *_CALLER_SESSION,
             row.id.label(_ROW_KEY),
             *(getattr(row, column.key).label(_ROW_PREFIX + column.key) for column in columns(model, struct)),
         )
+        .select_from(User)
+        .outerjoin(UserSession, _TOKEN_SESSION)
         .outerjoin(row, row.id == bindparam("row_id"))
         .where(User.id == bindparam("id"))
     )
+
+
+def _caller_and_session(row: Mapping[str, Any]) -> tuple[Caller, CallerSession | None]:
+    found = row[_SESSION_PREFIX + "id"] is not None
+    return from_row(Caller, row), from_row(CallerSession, row, _SESSION_PREFIX) if found else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +214,13 @@ class UserRepository(SQLAlchemyAsyncRepository[User]):
 
     model_type = User
 
-    CALLER = select(*_CALLER).where(User.id == bindparam("id"))
+    # The caller with the token's session (null columns if there is none): authentication in one statement.
+    CALLER = (
+        select(*_CALLER, *_CALLER_SESSION)
+        .select_from(User)
+        .outerjoin(UserSession, _TOKEN_SESSION)
+        .where(User.id == bindparam("id"))
+    )
     PUBLIC = select(*columns(User, UserPublic)).where(User.id == bindparam("id"))
     # Newest first, each row with the total: a window count would read every row before the LIMIT.
     PAGE = (
@@ -178,20 +244,27 @@ class UserRepository(SQLAlchemyAsyncRepository[User]):
         return _update(User, UserPublic, names)
 
     @classmethod
-    async def read_caller(cls, fast: Executor, user_id: UUID) -> Caller | None:
-        return await fast.first(Caller, cls.CALLER, {"id": user_id})
+    async def read_caller(
+        cls, fast: Executor, user_id: UUID, session_id: UUID
+    ) -> tuple[Caller | None, CallerSession | None]:
+        """The caller and the session `session_id` if it is theirs, in one round trip."""
+        rows = await fast.rows(cls.CALLER, {"id": user_id, "sid": session_id})
+        return _caller_and_session(rows[0]) if rows else (None, None)
 
     @classmethod
     async def read_caller_with(
-        cls, fast: Executor, user_id: UUID, read: ReadWithCaller[S], row_id: UUID
-    ) -> tuple[Caller | None, S | None]:
-        """Both in one round trip (no row without its caller: a missing caller answers before a missing row)."""
-        rows = await fast.rows(caller_with(read.model, read.struct), {"id": user_id, "row_id": row_id})
+        cls, fast: Executor, user_id: UUID, session_id: UUID, read: ReadWithCaller[S], row_id: UUID
+    ) -> tuple[Caller | None, CallerSession | None, S | None]:
+        """All three in one round trip (no row without its caller: a missing caller answers before a missing
+        row)."""
+        rows = await fast.rows(
+            caller_with(read.model, read.struct), {"id": user_id, "sid": session_id, "row_id": row_id}
+        )
         if not rows:
-            return None, None
+            return None, None, None
         row = rows[0]
         found = from_row(read.struct, row, _ROW_PREFIX) if row[_ROW_KEY] is not None else None
-        return from_row(Caller, row), found
+        return *_caller_and_session(row), found
 
     @classmethod
     async def read_public(cls, fast: Executor, user_id: UUID) -> UserPublic | None:
@@ -290,6 +363,240 @@ class ItemRepository(SQLAlchemyAsyncRepository[Item]):
         return bool(await fast.rows(cls.DELETE, {"where_id": item_id}))
 
 
+class SessionRow(msgspec.Struct):
+    """A session as the API shows it, but for `current` (which the caller's token decides)."""
+
+    id: UUID
+    created_at: datetime
+    last_used_at: datetime
+    expires_at: datetime
+    label: str
+    client_network: str
+
+
+class Refreshed(msgspec.Struct):
+    """A session a refresh token rotated: what the new access token is minted from."""
+
+    user_id: UUID
+    token_version: int
+    refresh_generation: int
+
+
+_LIVE = and_(
+    UserSession.ended_at.is_(None),
+    UserSession.expires_at > bindparam("now"),
+    _CURRENT_VERSION,
+)
+_SESSION_USER = User.id == UserSession.user_id
+# A session whose user is active and has not revoked it since it began (the refresh statement's own check).
+_USER_ADMITS = (
+    select(literal_column("1"))
+    .select_from(User)
+    .where(_SESSION_USER, User.is_active.is_(True), _CURRENT_VERSION)
+    .exists()
+)
+# Ended, expired, or revoked by a version bump it was not kept through: nothing will ever accept it again.
+_PRUNABLE = or_(
+    UserSession.ended_at.is_not(None),
+    UserSession.expires_at <= bindparam("now"),
+    and_(
+        UserSession.token_version != User.token_version,
+        User.kept_session_id.is_distinct_from(UserSession.id),
+    ),
+)
+PRUNE_BATCH = 1000
+
+
+class SessionRepository:
+    """Sessions (db.models.UserSession): fast statements only. Login inserts through the request's ORM session
+    (UserService.start_session): on SQLite that session may hold the write lock of a password rehash."""
+
+    _NEWEST_FIRST = (UserSession.created_at.desc(), UserSession.id.desc())
+    # One user's live sessions, newest first, each row with the total (a user has a handful: a window count is
+    # cheap here).
+    LIVE_PAGE = (
+        select(*columns(UserSession, SessionRow), func.count().over().label("total"))
+        .join(User, _SESSION_USER)
+        .where(UserSession.user_id == bindparam("owner_id"), _LIVE)
+        .order_by(*_NEWEST_FIRST)
+        .limit(bindparam("limit"))
+        .offset(bindparam("skip"))
+    )
+    LIVE_COUNT = (
+        select(func.count())
+        .select_from(UserSession)
+        .join(User, _SESSION_USER)
+        .where(UserSession.user_id == bindparam("owner_id"), _LIVE)
+    )
+    _OPEN = and_(UserSession.ended_at.is_(None), UserSession.expires_at > bindparam("now"))
+    END_ONE = (
+        update(UserSession)
+        .where(UserSession.id == bindparam("where_id"), UserSession.user_id == bindparam("owner_id"), _OPEN)
+        .values(ended_at=bindparam("end_at"))
+        .returning(UserSession.id)
+    )
+    END_ALL = (
+        update(UserSession)
+        .where(UserSession.user_id == bindparam("owner_id"), _OPEN)
+        .values(ended_at=bindparam("end_at"))
+        .returning(UserSession.id)
+    )
+    END_OTHERS = (
+        update(UserSession)
+        .where(UserSession.user_id == bindparam("owner_id"), UserSession.id != bindparam("keep_id"), _OPEN)
+        .values(ended_at=bindparam("end_at"))
+        .returning(UserSession.id)
+    )
+    TOUCH = (
+        update(UserSession)
+        .where(UserSession.id == bindparam("where_id"), UserSession.last_used_at < bindparam("cutoff"))
+        .values(last_used_at=bindparam("used_at"))
+    )
+    INSERT = insert(UserSession)
+    # A refresh token works once: the row changes only if it still holds that token's digest (atomic rotation).
+    REFRESH = (
+        update(UserSession)
+        .where(
+            UserSession.id == bindparam("where_id"),
+            UserSession.refresh_digest == bindparam("digest"),
+            UserSession.ended_at.is_(None),
+            UserSession.expires_at > bindparam("now"),
+            _USER_ADMITS,
+        )
+        .values(
+            refresh_digest=bindparam("new_digest"),
+            refresh_generation=UserSession.refresh_generation + literal_column("1"),
+            expires_at=bindparam("new_expires_at"),
+            last_used_at=bindparam("now"),
+        )
+        .returning(*columns(UserSession, Refreshed))
+    )
+    # A refresh token older than the session's current one: someone holds a copy of it. The session ends.
+    END_REUSED = (
+        update(UserSession)
+        .where(
+            UserSession.id == bindparam("where_id"),
+            UserSession.refresh_generation > bindparam("generation"),
+            UserSession.ended_at.is_(None),
+        )
+        .values(ended_at=bindparam("end_at"))
+        .returning(UserSession.user_id)
+    )
+    PRUNE = (
+        delete(UserSession)
+        .where(
+            UserSession.id.in_(
+                select(UserSession.id)
+                .join(User, _SESSION_USER)
+                .where(_PRUNABLE)
+                .limit(bindparam("limit"))
+                .scalar_subquery()
+            )
+        )
+        .returning(UserSession.id)
+    )
+
+    @classmethod
+    async def read_live_page(
+        cls, fast: Executor, user_id: UUID, now: datetime, skip: int, limit: int
+    ) -> tuple[list[SessionRow], int]:
+        return await fast.page(
+            SessionRow, cls.LIVE_PAGE, cls.LIVE_COUNT, {"owner_id": user_id, "now": now}, skip, limit
+        )
+
+    @classmethod
+    async def end_one(cls, fast: Executor, user_id: UUID, session_id: UUID, now: datetime) -> bool:
+        params = {"where_id": session_id, "owner_id": user_id, "now": now, "end_at": now}
+        return bool(await fast.rows(cls.END_ONE, params))
+
+    @classmethod
+    async def end_all(cls, fast: Executor, user_id: UUID, now: datetime, keep_id: UUID | None = None) -> list[UUID]:
+        """The ids of the sessions ended: all the user's open ones, but `keep_id`."""
+        params: dict[str, Any] = {"owner_id": user_id, "now": now, "end_at": now}
+        if keep_id is None:
+            rows = await fast.rows(cls.END_ALL, params)
+        else:
+            rows = await fast.rows(cls.END_OTHERS, {**params, "keep_id": keep_id})
+        return [row["id"] for row in rows]
+
+    @classmethod
+    async def touch(cls, fast: Executor, session_id: UUID, now: datetime, cutoff: datetime) -> None:
+        await fast.rows(cls.TOUCH, {"where_id": session_id, "used_at": now, "cutoff": cutoff})
+
+    @classmethod
+    async def refresh(
+        cls, fast: Executor, session_id: UUID, digest: str, new_digest: str, now: datetime, expires_at: datetime
+    ) -> Refreshed | None:
+        params = {
+            "where_id": session_id,
+            "digest": digest,
+            "new_digest": new_digest,
+            "now": now,
+            "new_expires_at": expires_at,
+        }
+        return await fast.first(Refreshed, cls.REFRESH, params)
+
+    @classmethod
+    async def end_reused(cls, fast: Executor, session_id: UUID, generation: int, now: datetime) -> UUID | None:
+        """The session's user if a refresh token of `generation` is an old one (the session then ended)."""
+        rows = await fast.rows(cls.END_REUSED, {"where_id": session_id, "generation": generation, "end_at": now})
+        return rows[0]["user_id"] if rows else None
+
+    @classmethod
+    async def prune(cls, fast: Executor, now: datetime, limit: int = PRUNE_BATCH) -> int:
+        """Deletes at most `limit` sessions that can never be used again; how many it deleted."""
+        return len(await fast.rows(cls.PRUNE, {"now": now, "limit": limit}))
+
+
+class SessionService:
+    """The caller's sessions, or (for a superuser, on routes guarded as theirs) another user's. `access` is the
+    caller's token: it names the caller's own session."""
+
+    def __init__(
+        self, caller: Caller, access: security.AccessToken, fast: Executor, found: Found[UserPublic] | None = None
+    ) -> None:
+        self.caller = caller
+        self.access = access
+        self.fast = fast
+        self.found = found
+
+    def _user(self, user_id: UUID | None) -> UUID:
+        """The caller's id, or a user a superuser names (read in the caller's statement: 404 if there is none)."""
+        if user_id is None or user_id == self.caller.id:
+            return self.caller.id
+        if self.found is not None and self.found.row_id == user_id:
+            if self.found.row is None:
+                raise NotFound(USER_NOT_FOUND)
+            return user_id
+        raise RuntimeError("a superuser's session route reads its user with the caller (ReadWithCaller)")
+
+    async def page(self, skip: int, limit: int, user_id: UUID | None = None) -> SessionsPublic:
+        rows, count = await SessionRepository.read_live_page(self.fast, self._user(user_id), utc_now(), skip, limit)
+        current = self.access.session_id
+        sessions = [SessionPublic(**msgspec.structs.asdict(row), current=row.id == current) for row in rows]
+        return SessionsPublic(data=sessions, count=count)
+
+    async def end(self, session_id: UUID, user_id: UUID | None = None) -> None:
+        owner = self._user(user_id)
+        if not await SessionRepository.end_one(self.fast, owner, session_id, utc_now()):
+            raise NotFound(SESSION_NOT_FOUND)
+        self._ended(owner, [session_id], user_id)
+
+    async def end_all(self, user_id: UUID | None = None) -> int:
+        """All the user's sessions; for the caller's own (`user_id` None), all but the current one."""
+        owner = self._user(user_id)
+        keep = self.access.session_id if user_id is None else None
+        ended = await SessionRepository.end_all(self.fast, owner, utc_now(), keep)
+        self._ended(owner, ended, user_id)
+        return len(ended)
+
+    def _ended(self, owner: UUID, session_ids: list[UUID], user_id: UUID | None) -> None:
+        reason = "user" if user_id is None else "superuser"
+        actor = None if owner == self.caller.id else self.caller.id
+        for session_id in session_ids:
+            audit(AuditEvent.SESSION_ENDED, user_id=owner, actor_id=actor, session_id=str(session_id), reason=reason)
+
+
 class UserService:
     """Accounts and credentials. `caller` is None on the routes that need no authentication (login, signup);
     `found` is the user a route read with its caller (ReadWithCaller), if any."""
@@ -366,6 +673,7 @@ class UserService:
             "hashed_password": hashed_password,
             "token_version": 0,
             "kept_token_digest": None,
+            "kept_session_id": None,
             "item_count": 0,
         }
         try:
@@ -398,14 +706,67 @@ class UserService:
     async def update_me(self, changes: dict[str, Any]) -> UserPublic:
         return await self._apply(self.caller.public(), changes)
 
-    async def change_own_password(self, current: str, new: str, keep_token_digest: str) -> None:
-        """The caller's other sessions end; the token named by `keep_token_digest` stays valid."""
+    async def start_session(
+        self, user: User, label: str, client_network: str, lifetime: timedelta, refresh_key: str | None = None
+    ) -> tuple[UUID, security.RefreshToken | None]:
+        """A new session of `user` (a login), in the request's transaction (that of the login's own reads and
+        rehash): its id, which the access token names, and its first refresh token when `refresh_key` is given
+        (only its digest is stored)."""
+        now = utc_now()
+        session_id = uuid7()
+        refresh = security.new_refresh_token(session_id, 0, refresh_key) if refresh_key else None
+        refresh_digest = security.token_digest(str(refresh)) if refresh else None
+        values = {
+            "id": session_id,
+            "user_id": user.id,
+            "created_at": now,
+            "last_used_at": now,
+            "expires_at": now + lifetime,
+            "ended_at": None,
+            "label": label,
+            "client_network": client_network,
+            "token_version": user.token_version,
+            "refresh_digest": refresh_digest,
+            "refresh_generation": 0,
+            "legacy": False,
+        }
+        await self.repository.session.execute(SessionRepository.INSERT, values)
+        audit(AuditEvent.SESSION_CREATED, user_id=user.id, session_id=str(session_id))
+        return session_id, refresh
+
+    async def refresh(self, token: str, key: str, lifetime: timedelta) -> tuple[Refreshed, security.RefreshToken]:
+        """Rotates a refresh token: the session's next one (the given one never works again) and what its new
+        access token is minted from; the session now expires `lifetime` from now. A token of ours older than the
+        session's current one was used before: someone else holds a copy, and the session ends (only that one)."""
+        parsed = security.parse_refresh_token(token, key)
+        if parsed is None:
+            raise Rejected(INVALID_REFRESH_TOKEN)
+        now = utc_now()
+        rotated = security.new_refresh_token(parsed.session_id, parsed.generation + 1, key)
+        refreshed = await SessionRepository.refresh(
+            self.fast,
+            parsed.session_id,
+            security.token_digest(str(parsed)),
+            security.token_digest(str(rotated)),
+            now,
+            now + lifetime,
+        )
+        if refreshed is None:
+            owner = await SessionRepository.end_reused(self.fast, parsed.session_id, parsed.generation, now)
+            if owner is not None:
+                audit(AuditEvent.SESSION_REFRESH_REUSED, user_id=owner, session_id=str(parsed.session_id))
+            raise Rejected(INVALID_REFRESH_TOKEN)
+        audit(AuditEvent.SESSION_REFRESHED, user_id=refreshed.user_id, session_id=str(parsed.session_id))
+        return refreshed, rotated
+
+    async def change_own_password(self, current: str, new: str, access: security.AccessToken) -> None:
+        """The caller's other sessions end; the session of `access` (the token that made the change) stays."""
         matches, _ = await self.passwords.verify(current, self.caller.hashed_password)
         if not matches:
             raise Rejected(INCORRECT_PASSWORD)
         if current == new:
             raise Rejected(SAME_PASSWORD)
-        await self._apply(self.caller.public(), {"password": new}, keep_token_digest)
+        await self._apply(self.caller.public(), {"password": new}, access)
 
     async def reset_password(self, user: User, new_password: str) -> None:
         """A new password by a recovery link: every session ends."""
@@ -423,21 +784,27 @@ class UserService:
         await self.delete(self.caller.id)
 
     async def _apply(
-        self, before: UserPublic, changes: dict[str, Any], keep_token_digest: str | None = None, reset: bool = False
+        self,
+        before: UserPublic,
+        changes: dict[str, Any],
+        keep: security.AccessToken | None = None,
+        reset: bool = False,
     ) -> UserPublic:
         """A partial update of the user who was `before`, in one statement. A new password or a deactivation
-        revokes the user's tokens, except, for a new password, the one named by `keep_token_digest` (the session
-        that changed its own password)."""
+        revokes the user's sessions (bumps token_version), except, for a new password, the session of `keep` (the
+        token that changed its own password; for a legacy token, that token only)."""
         values = dict(changes)
         revoke_tokens = False
         events: list[tuple[AuditEvent, dict[str, Any]]] = []
         if "password" in values:
             values["hashed_password"] = await self.passwords.hash(values.pop("password"))
-            values["kept_token_digest"] = keep_token_digest
+            values["kept_session_id"] = keep.session_id if keep else None
+            values["kept_token_digest"] = keep.digest if keep and keep.legacy else None
             revoke_tokens = True
             events.append((AuditEvent.PASSWORD_RESET if reset else AuditEvent.PASSWORD_CHANGED, {}))
-            events.append((AuditEvent.TOKENS_REVOKED, {"reason": "password", "kept_one": bool(keep_token_digest)}))
+            events.append((AuditEvent.TOKENS_REVOKED, {"reason": "password", "kept_one": keep is not None}))
         if values.get("is_active") is False and before.is_active:
+            values["kept_session_id"] = None
             values["kept_token_digest"] = None
             revoke_tokens = True
             events.append((AuditEvent.TOKENS_REVOKED, {"reason": "deactivated", "kept_one": False}))
@@ -519,6 +886,10 @@ def provide_user_service(request: Request[Any, Any, Any]) -> UserService:
     found = request.state.get(READ_WITH_CALLER)
     state = request.app.state
     return UserService(request.scope.get("user"), state.executor, _session_opener(request), state.passwords, found)
+
+
+def provide_session_service(request: Request[Caller, security.AccessToken, Any]) -> SessionService:
+    return SessionService(request.user, request.auth, request.app.state.executor, request.state.get(READ_WITH_CALLER))
 
 
 def provide_item_service(request: Request[Caller, Any, Any]) -> ItemService:

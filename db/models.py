@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from uuid import UUID
+from uuid import UUID, uuid5
 
 from advanced_alchemy.base import AdvancedDeclarativeBase, CommonTableAttributes
 from advanced_alchemy.types import GUID, DateTimeUTC
@@ -13,6 +13,16 @@ from sqlalchemy.orm import Mapped, mapped_column, validates
 from uuid_utils.compat import uuid7
 
 from db.identity import email_identity
+
+# Access tokens minted without a session id (the template's, and ours from before sessions) belong to their user's
+# one legacy session, whose id is derived from the user's: migration 0007 made one per user that existed then.
+LEGACY_SESSION_NAMESPACE = UUID("5b0d7f3e-6c8a-4a43-9e51-0f2d3c4b5a69")
+LEGACY_SESSION_LABEL = "before sessions"
+
+
+def legacy_session_id(user_id: UUID) -> UUID:
+    return uuid5(LEGACY_SESSION_NAMESPACE, f"legacy:{user_id}")
+
 
 # The longest key a storable email can have: 64 characters before the @ (email-validator's limit), each expanding to
 # at most 18 under NFKC (U+FDFA), plus the domain; about 2,400 bytes, within PostgreSQL's btree entry limit.
@@ -50,8 +60,12 @@ class User(Base):
     hashed_password: Mapped[str] = mapped_column(String)
     # Bumped when the password changes or the account is deactivated: older access tokens stop working.
     token_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    # The digest of the access token that changed its own password: that one session survives the version bump.
+    # The digest of the legacy access token (no session id) that changed its own password: it survives the version
+    # bump. Written only for a change made with such a token; kept_session_id names the surviving session.
     kept_token_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The session that changed its own password: it survives the version bump (no foreign key: a pruned session
+    # simply names no row).
+    kept_session_id: Mapped[UUID | None] = mapped_column(GUID, nullable=True)
     # How many items the user owns: kept by triggers on `item` (migration 0006) for every writer, so a page of one
     # owner's items reads its total here instead of counting their rows. Never written by the application.
     item_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
@@ -71,6 +85,29 @@ class Item(Base):
     title: Mapped[str] = mapped_column(String(255))
     description: Mapped[str | None] = mapped_column(String(255), nullable=True)
     owner_id: Mapped[UUID] = mapped_column(GUID, ForeignKey("user.id", ondelete="CASCADE"))
+
+
+class UserSession(Base):
+    """One login: its access token names it (`sid`), and ending it (ended_at) ends that token on every replica. A
+    session is live while it is not ended, not expired, and began at the user's current token_version (or is the one
+    their last password change kept)."""
+
+    __tablename__ = "user_session"
+    __table_args__ = (Index("ix_user_session_user_id_created_at", "user_id", "created_at"),)
+
+    user_id: Mapped[UUID] = mapped_column(GUID, ForeignKey("user.id", ondelete="CASCADE"))
+    last_used_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=utc_now)
+    expires_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
+    # The client's User-Agent, shortened, and its address masked (IPv4 /24, IPv6 /48): enough to tell sessions apart.
+    label: Mapped[str] = mapped_column(String(100), default="")
+    client_network: Mapped[str] = mapped_column(String(50), default="")
+    # The user's token_version when the session began.
+    token_version: Mapped[int] = mapped_column(Integer, default=0)
+    # The sha256 of the current refresh token (REFRESH_TOKEN_EXPIRE_MINUTES), and how many times it was rotated.
+    refresh_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    refresh_generation: Mapped[int] = mapped_column(Integer, default=0)
+    legacy: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 metadata = Base.metadata

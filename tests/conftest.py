@@ -40,7 +40,7 @@ from app.database import MIGRATIONS_DIR, sqlalchemy_config
 from app.main import create_app
 from app.security import create_access_token, passwords
 from app.server import HttpProtocol
-from db.models import User
+from db.models import LEGACY_SESSION_LABEL, User, UserSession, legacy_session_id, utc_now
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
 SUPERUSER_EMAIL = "admin@example.com"
@@ -545,6 +545,7 @@ class Account:
     email: str
     password: str
     headers: dict[str, str]
+    session_id: str | None = None  # its token's session, when seeded (a login's is in its token)
 
 
 def create_account(http: httpx.Client, superuser_headers: dict[str, str], **fields: Any) -> Account:
@@ -568,19 +569,53 @@ def seed_account(served: Served, **fields: Any) -> Account:
     accounts and log in are tested through HTTP on their own."""
     email = fields.pop("email", random_email())
     password = fields.pop("password", "a-good-password")
+    legacy = fields.pop("legacy_session", False)
     hashed_password = password_hash(password, served.settings.PASSWORD_HASH_PROFILE)
     user = User(id=uuid7(), email=email, hashed_password=hashed_password, **fields)
     user_id, version = user.id, 0
+    expires = timedelta(minutes=served.settings.ACCESS_TOKEN_EXPIRE_MINUTES)
+    # ... and its session, as a login starts one.
+    session_id = uuid7()
+    now = utc_now()
+    user_session = UserSession(
+        id=session_id,
+        user_id=user_id,
+        created_at=now,
+        last_used_at=now,
+        expires_at=now + expires,
+        label="seeded",
+        client_network="127.0.0.0/24",
+        token_version=version,
+    )
+    # `legacy_session=True`: the account existed before sessions (migration 0007 gave it its legacy session), so
+    # tokens without a session id (the template's, ours from before) are its.
+    sessions = [user_session]
+    if legacy:
+        sessions.append(
+            UserSession(
+                id=legacy_session_id(user_id),
+                user_id=user_id,
+                created_at=now,
+                last_used_at=now,
+                expires_at=now + timedelta(days=8),
+                label=LEGACY_SESSION_LABEL,
+                client_network="",
+                token_version=version,
+                legacy=True,
+            )
+        )
 
     async def insert(engine: AsyncEngine) -> None:
         async with AsyncSession(engine) as session:
             session.add(user)
+            await session.flush()
+            session.add_all(sessions)
             await session.commit()
 
     served.database.execute(insert)
-    expires = timedelta(minutes=served.settings.ACCESS_TOKEN_EXPIRE_MINUTES)
-    token = create_access_token(user_id, version, served.settings.SECRET_KEY, expires)
-    return Account(id=str(user_id), email=email, password=password, headers={"Authorization": f"Bearer {token}"})
+    token = create_access_token(user_id, version, served.settings.SECRET_KEY, expires, session_id)
+    headers = {"Authorization": f"Bearer {token}"}
+    return Account(id=str(user_id), email=email, password=password, headers=headers, session_id=str(session_id))
 
 
 @pytest.fixture

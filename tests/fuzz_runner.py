@@ -195,13 +195,19 @@ def fuzz(url: str, token: str, caller_id: str, superuser: bool) -> dict[str, Any
     if not superuser:
         # A normal user deleting themselves would leave the rest of the run nothing but `User not found`.
         schema = schema.exclude(method="DELETE", path="/api/v1/users/me")
+    # Nor may anyone end their own current session (its id is in GET /users/me/sessions, which the stateful phase
+    # follows): the run would go on signed out (tests/test_sessions.py covers the route).
+    schema = schema.exclude(method="DELETE", path="/api/v1/users/me/sessions/{session_id}")
     excused: Counter[str] = Counter()
 
     @schema.hook
     def filter_case(context: Any, case: schemathesis.Case) -> bool:
-        """Nor may a superuser rewrite their own account (an id the fuzzer picks up from earlier responses): a
-        deactivation or new password would lock the rest of the run out."""
-        return not (case.method == "PATCH" and str((case.path_parameters or {}).get("user_id")) == caller_id)
+        """Nor may a superuser rewrite their own account (an id the fuzzer picks up from earlier responses), or end
+        their own sessions: a deactivation, a new password or the end of the caller's session would lock the rest
+        of the run out."""
+        if str((case.path_parameters or {}).get("user_id")) != caller_id:
+            return True
+        return not (case.method == "PATCH" or (case.method == "DELETE" and "/sessions" in case.path))
 
     @schema.hook
     def filter_failure(context: Any, failure: Failure, case: schemathesis.Case, response: Response) -> bool:

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import Select, Update
 
 from app.schemas import Caller, ItemPublic, UserPublic
-from app.services import ItemRepository, UserRepository, caller_with
+from app.services import CallerSession, ItemRepository, UserRepository, caller_with
 from db.executor import columns, from_row
 from db.models import Item, User
 
@@ -28,8 +28,13 @@ def fields(struct: type[object]) -> list[str]:
     return list(struct.__struct_fields__)  # type: ignore[attr-defined]
 
 
+def session_fields() -> list[str]:
+    """The token's session, read with the caller (prefixed: its columns share names with the user's)."""
+    return [f"session_{name}" for name in fields(CallerSession)]
+
+
 def test_each_fast_statement_selects_exactly_the_fields_of_the_struct_it_returns() -> None:
-    assert selected(UserRepository.CALLER) == fields(Caller)
+    assert selected(UserRepository.CALLER) == [*fields(Caller), *session_fields()]
     assert selected(UserRepository.PUBLIC) == fields(UserPublic)
     assert selected(UserRepository.PAGE) == [*fields(UserPublic), "total"]
     assert selected(ItemRepository.PUBLIC) == fields(ItemPublic)
@@ -53,7 +58,8 @@ def test_an_update_statement_is_built_once_per_set_of_columns() -> None:
 
 def test_the_caller_read_with_an_item_selects_both_structs() -> None:
     statement = caller_with(Item, ItemPublic)
-    assert selected(statement) == [*fields(Caller), "row_key", *(f"row_{name}" for name in fields(ItemPublic))]
+    rows = [f"row_{name}" for name in fields(ItemPublic)]
+    assert selected(statement) == [*fields(Caller), *session_fields(), "row_key", *rows]
     assert caller_with(Item, ItemPublic) is statement  # built once: the executor compiles it once
 
 

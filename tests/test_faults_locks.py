@@ -332,13 +332,28 @@ def test_the_server_timeouts_sit_below_the_command_timeout() -> None:
 
 
 def test_a_read_only_database_is_a_503_for_writes_only(migrated_database: str) -> None:
-    """25006 for real: a standby (or a database in a failover) refuses writes; reads still answer."""
+    """25006 for real: a standby (or a database in a failover) refuses writes; reads still answer. A login is a
+    write (it starts a session): the token is one the primary issued."""
+    with serve(migrated_database, **QUICK) as primary:
+        headers = primary.headers
     url = make_url(migrated_database).update_query_dict({"options": "-c default_transaction_read_only=on"})
-    with serve(url.render_as_string(hide_password=False), **QUICK) as service:
-        assert service.http.get("/users/me", headers=service.headers).status_code == 200
-        assert service.http.get("/items/", headers=service.headers).status_code == 200
-        assert_unavailable(service.http.post("/items/", json={"title": "t"}, headers=service.headers))
-        assert_unavailable(service.http.patch("/users/me", json={"full_name": "New Name"}, headers=service.headers))
+    with serve_signed_out(url.render_as_string(hide_password=False), **QUICK) as http:
+        assert http.get("/users/me", headers=headers).status_code == 200
+        assert http.get("/items/", headers=headers).status_code == 200
+        assert_unavailable(http.post("/items/", json={"title": "t"}, headers=headers))
+        assert_unavailable(http.patch("/users/me", json={"full_name": "New Name"}, headers=headers))
+        assert_unavailable(
+            http.post("/login/access-token", data={"username": SUPERUSER_EMAIL, "password": SUPERUSER_PASSWORD})
+        )
+
+
+@contextmanager
+def serve_signed_out(url: str, **overrides: str) -> Iterator[httpx.Client]:
+    with (
+        LiveServer(create_app(make_settings(url, **overrides))) as server,
+        httpx.Client(base_url=server.url + "/api/v1", timeout=30) as http,
+    ):
+        yield http
 
 
 # ---------------------------------------------------------------- the table, for what cannot be provoked cheaply

@@ -238,6 +238,13 @@ def template_reset_token(email: str) -> str:
     return jwt.encode({"exp": (now + timedelta(hours=48)).timestamp(), "nbf": now, "sub": email}, SECRET_KEY, "HS256")
 
 
+@pytest.fixture
+def user(new_account: Callable[..., Account]) -> Account:
+    """An account from before sessions (it has its legacy session): the tokens signed here without a session id,
+    the template's and ours of before, are its."""
+    return new_account(legacy_session=True)
+
+
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
@@ -279,7 +286,7 @@ def test_a_template_reset_link_is_not_accepted(client: httpx.Client, user: Accou
 def test_a_template_token_is_revoked_like_ours(
     client: httpx.Client, new_account: Callable[..., Account], superuser_headers: dict[str, str]
 ) -> None:
-    changed_by_other, changed_by_itself, deactivated = new_account(), new_account(), new_account()
+    changed_by_other, changed_by_itself, deactivated = (new_account(legacy_session=True) for _ in range(3))
     change = {"current_password": "a-good-password", "new_password": "a-new-password-1"}
 
     stale = template_access_token(changed_by_other.id)

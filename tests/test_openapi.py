@@ -61,7 +61,17 @@ CONTRACT_COMPONENTS = {
     "PrivateUserCreate",
 }
 # Ours, beyond the template's, documented here so additions are deliberate.
-EXTRA_OPERATION_IDS = {"utils-ready"}
+EXTRA_OPERATION_IDS = {
+    "utils-ready",
+    # Sessions and refresh tokens (README "Sessions and tokens").
+    "login-refresh_access_token",
+    "users-read_sessions_me",
+    "users-delete_sessions_me",
+    "users-delete_session_me",
+    "users-read_user_sessions",
+    "users-delete_user_sessions",
+    "users-delete_user_session",
+}
 
 
 def served_document(served: Served) -> dict:

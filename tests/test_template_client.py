@@ -55,8 +55,36 @@ EXTRA_TYPES = {
     "usersDeleteUserMeErrors",
     "usersReadUserMeError",
     "usersReadUserMeErrors",
+    # Sessions and refresh tokens (README "Sessions and tokens"): their bodies, and each operation's five types.
+    "RefreshForm",
+    "SessionPublic",
+    "SessionsPublic",
+    "TokenPair",
+    *(
+        f"{operation}{suffix}"
+        for operation in (
+            "loginRefreshAccessToken",
+            "usersReadSessionsMe",
+            "usersDeleteSessionsMe",
+            "usersDeleteSessionMe",
+            "usersReadUserSessions",
+            "usersDeleteUserSessions",
+            "usersDeleteUserSession",
+        )
+        for suffix in ("Data", "Error", "Errors", "Response", "Responses")
+    ),
 }
-EXTRA_METHODS = {"UtilsService.ready": "GET /api/v1/utils/ready"}
+EXTRA_METHODS = {
+    "UtilsService.ready": "GET /api/v1/utils/ready",
+    # Sessions and refresh tokens (README "Sessions and tokens").
+    "LoginService.refreshAccessToken": "POST /api/v1/login/refresh",
+    "UsersService.readSessionsMe": "GET /api/v1/users/me/sessions",
+    "UsersService.deleteSessionsMe": "DELETE /api/v1/users/me/sessions",
+    "UsersService.deleteSessionMe": "DELETE /api/v1/users/me/sessions/{session_id}",
+    "UsersService.readUserSessions": "GET /api/v1/users/{user_id}/sessions",
+    "UsersService.deleteUserSessions": "DELETE /api/v1/users/{user_id}/sessions",
+    "UsersService.deleteUserSession": "DELETE /api/v1/users/{user_id}/sessions/{session_id}",
+}
 # A line our client may add to a type the template's has: an error answer we document (`{"detail": "..."}`).
 EXTRA_LINE = re.compile(r"^(400|401|403|404|409|429|502|503): HTTPError;$")
 

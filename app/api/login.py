@@ -16,12 +16,20 @@ from app import emails, security
 from app.audit import AuditEvent, audit, email_domain
 from app.auth import EXCLUDE_FROM_AUTH, requires_superuser
 from app.config import Settings
-from app.errors import INACTIVE_USER, INCORRECT_LOGIN, INVALID_TOKEN, UNKNOWN_USERNAME, BadRequest
+from app.errors import (
+    INACTIVE_USER,
+    INCORRECT_LOGIN,
+    INVALID_REFRESH_TOKEN,
+    INVALID_TOKEN,
+    UNKNOWN_USERNAME,
+    BadRequest,
+)
 from app.metrics import count_email, count_login
 from app.openapi import error_responses
 from app.ratelimit import Quota, RateLimiter, TooManyRequests, identity_key
-from app.schemas import ADDRESS_MAX, Caller, LoginForm, Message, NewPassword, Token, UserPublic
+from app.schemas import ADDRESS_MAX, Caller, LoginForm, Message, NewPassword, RefreshForm, Token, TokenPair, UserPublic
 from app.services import UserService
+from app.sessions import client_network, session_label
 from app.validation import reject_nul_characters
 from db.identity import email_identity
 
@@ -125,9 +133,47 @@ class LoginController(Controller):
         audit(AuditEvent.LOGIN_SUCCEEDED, user_id=user.id)
         count_login("succeeded")
         expires = timedelta(minutes=settings.ACCESS_TOKEN_EXPIRE_MINUTES)
-        return Token(
-            access_token=security.create_access_token(user.id, user.token_version, settings.SECRET_KEY, expires)
+        label = session_label(request.headers.get("user-agent", ""))
+        network = client_network(client_address(request))
+        if not settings.refresh_tokens_enabled:
+            session_id, _ = await users.start_session(user, label, network, expires)
+            access = security.create_access_token(user.id, user.token_version, settings.SECRET_KEY, expires, session_id)
+            return Token(access_token=access)
+        # A TokenPair, a Token with more (the login stays documented as the template's Token). The session lasts as
+        # long as its refresh token, which can outlive the first access token.
+        lifetime = max(expires, timedelta(minutes=settings.REFRESH_TOKEN_EXPIRE_MINUTES))
+        session_id, refresh = await users.start_session(user, label, network, lifetime, settings.SECRET_KEY)
+        access = security.create_access_token(user.id, user.token_version, settings.SECRET_KEY, expires, session_id)
+        return TokenPair(access_token=access, refresh_token=str(refresh), expires_in=int(expires.total_seconds()))
+
+    @post(
+        "/login/refresh",
+        status_code=200,
+        opt={EXCLUDE_FROM_AUTH: True},
+        before_request=read_form_in_either_encoding,
+        responses=error_responses({400: [INVALID_REFRESH_TOKEN]}),
+    )
+    async def refresh_access_token(
+        self,
+        users: NamedDependency[UserService],
+        settings: NamedDependency[Settings],
+        data: Annotated[RefreshForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
+    ) -> TokenPair:
+        """OAuth2 refresh-token grant (when `REFRESH_TOKEN_EXPIRE_MINUTES` is set): a new access token and a new
+        refresh token for the session of the one given, which is extended by `REFRESH_TOKEN_EXPIRE_MINUTES` (or the
+        access token's lifetime, if longer). Each
+        refresh token works once; presenting one that was already used ends its session (someone else holds a
+        copy). 400 for a token that is not valid (malformed, used, or its session ended, expired or revoked)."""
+        if not settings.refresh_tokens_enabled:
+            raise BadRequest(INVALID_REFRESH_TOKEN)
+        expires = timedelta(minutes=settings.ACCESS_TOKEN_EXPIRE_MINUTES)
+        # As at login: the session lasts as long as the longer of the tokens it hands out.
+        lifetime = max(expires, timedelta(minutes=settings.REFRESH_TOKEN_EXPIRE_MINUTES))
+        session, refresh = await users.refresh(data.refresh_token, settings.SECRET_KEY, lifetime)
+        access = security.create_access_token(
+            session.user_id, session.token_version, settings.SECRET_KEY, expires, refresh.session_id
         )
+        return TokenPair(access_token=access, refresh_token=str(refresh), expires_in=int(expires.total_seconds()))
 
     @post("/login/test-token", status_code=200)
     async def test_token(self, current_user: NamedDependency[Caller]) -> UserPublic:

@@ -28,6 +28,7 @@ from app.ratelimit import Quota, RateLimiter, identity_key
 from app.schemas import (
     Caller,
     Message,
+    SessionsPublic,
     UpdatePassword,
     UserCreate,
     UserPublic,
@@ -39,14 +40,21 @@ from app.schemas import (
 )
 from app.services import (
     READ_WITH_CALLER,
+    SESSION_NOT_FOUND,
     SUPERUSER_SELF_DEACTIVATE,
     SUPERUSER_SELF_DEMOTE,
     ReadWithCaller,
+    SessionService,
     UserService,
 )
 from db.models import User
 
 USER_DELETED = "User deleted successfully"
+SESSION_ENDED = "Session ended"
+OTHER_SESSIONS_ENDED = "Other sessions ended"
+SESSIONS_ENDED = "Sessions ended"
+# A superuser's routes about another user's sessions read that user with the caller (404 if there is none).
+WITH_USER = {READ_WITH_CALLER: ReadWithCaller(User, UserPublic, "user_id")}
 
 
 class UsersController(Controller):
@@ -104,8 +112,36 @@ class UsersController(Controller):
     ) -> Message:
         """Change the caller's password. The caller's other sessions end; the token that made the change (the
         frontend keeps using it) stays valid."""
-        await users.change_own_password(data.current_password, data.new_password, request.auth.digest)
+        await users.change_own_password(data.current_password, data.new_password, request.auth)
         return Message(message="Password updated successfully")
+
+    @get("/me/sessions")
+    async def read_sessions_me(
+        self, sessions: NamedDependency[SessionService], skip: Skip = 0, limit: Limit = 100
+    ) -> SessionsPublic:
+        """The caller's live sessions, newest first: one per login (and one, labelled "before sessions", for the
+        tokens issued before sessions existed). `current` marks the session of the token that asks. A session is
+        live until it is ended, expires, or a password change or deactivation ends it."""
+        return await sessions.page(skip, limit)
+
+    @delete("/me/sessions", status_code=200)
+    async def delete_sessions_me(self, sessions: NamedDependency[SessionService]) -> Message:
+        """End every session of the caller but the current one: their tokens (and refresh tokens) stop working at
+        once, on every replica."""
+        await sessions.end_all()
+        return Message(message=OTHER_SESSIONS_ENDED)
+
+    @delete(
+        "/me/sessions/{session_id:str}",
+        status_code=200,
+        responses=error_responses({404: [SESSION_NOT_FOUND]}),
+    )
+    async def delete_session_me(self, sessions: NamedDependency[SessionService], session_id: FromPath[UUID]) -> Message:
+        """End one of the caller's sessions (the current one too, which signs this token out): its token and
+        refresh token stop working at once, on every replica. 404 for a session that is not the caller's, or has
+        already ended or expired."""
+        await sessions.end(session_id)
+        return Message(message=SESSION_ENDED)
 
     @post(
         "/signup",
@@ -157,3 +193,42 @@ class UsersController(Controller):
         """Delete a user and their items."""
         await users.delete(user_id)
         return Message(message=USER_DELETED)
+
+    @get(
+        "/{user_id:str}/sessions",
+        guards=[requires_superuser],
+        opt=WITH_USER,
+        responses=error_responses({403: [NOT_ENOUGH_PRIVILEGES], 404: [USER_NOT_FOUND]}),
+    )
+    async def read_user_sessions(
+        self, sessions: NamedDependency[SessionService], user_id: FromPath[UUID], skip: Skip = 0, limit: Limit = 100
+    ) -> SessionsPublic:
+        """A user's live sessions, newest first (superusers only)."""
+        return await sessions.page(skip, limit, user_id)
+
+    @delete(
+        "/{user_id:str}/sessions",
+        status_code=200,
+        guards=[requires_superuser],
+        opt=WITH_USER,
+        responses=error_responses({403: [NOT_ENOUGH_PRIVILEGES], 404: [USER_NOT_FOUND]}),
+    )
+    async def delete_user_sessions(self, sessions: NamedDependency[SessionService], user_id: FromPath[UUID]) -> Message:
+        """End every session of a user (superusers only): all their tokens stop working at once, on every replica;
+        they sign in again with their password."""
+        await sessions.end_all(user_id)
+        return Message(message=SESSIONS_ENDED)
+
+    @delete(
+        "/{user_id:str}/sessions/{session_id:str}",
+        status_code=200,
+        guards=[requires_superuser],
+        opt=WITH_USER,
+        responses=error_responses({403: [NOT_ENOUGH_PRIVILEGES], 404: [USER_NOT_FOUND, SESSION_NOT_FOUND]}),
+    )
+    async def delete_user_session(
+        self, sessions: NamedDependency[SessionService], user_id: FromPath[UUID], session_id: FromPath[UUID]
+    ) -> Message:
+        """End one session of a user (superusers only): its token stops working at once, on every replica."""
+        await sessions.end(session_id, user_id)
+        return Message(message=SESSION_ENDED)
