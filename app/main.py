@@ -28,6 +28,7 @@ from app.api.private import PrivateController
 from app.api.users import UsersController
 from app.api.utils import UtilsController
 from app.auth import EXCLUDE_FROM_AUTH, auth_middleware
+from app.background import Background
 from app.cli import AdminCLIPlugin
 from app.config import STARTUP_WARNINGS, Settings, get_settings
 from app.database import sqlalchemy_config
@@ -41,7 +42,7 @@ from app.openapi import SECURITY_SCHEME, openapi_fixups, operation_id
 from app.ratelimit import RateLimiter
 from app.schemas import Caller
 from app.security import passwords
-from app.services import provide_item_service, provide_user_service
+from app.services import provide_item_service, provide_token_service, provide_user_service
 from app.tracing import Tracing, tracing_enabled
 from app.validation import reject_nul_characters
 from db.executor import Executor
@@ -174,6 +175,8 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
     metrics = Metrics(settings, fast, rate_limiter) if settings.METRICS_ENABLED else None
     # Mail after the answer, by tasks of the process's own (app/emails.py).
     outbox = Outbox()
+    # Jobs after the answer (a personal access token's last use, app/auth.py).
+    background = Background()
     tracing = Tracing(settings, tracer_provider) if tracing_enabled(settings) else None
     if tracing is not None:
         tracing.instrument(db_config.get_engine(), fast)
@@ -184,6 +187,7 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
     services = {
         "users": Provide(provide_user_service, sync_to_thread=False),
         "items": Provide(provide_item_service, sync_to_thread=False),
+        "tokens": Provide(provide_token_service, sync_to_thread=False),
     }
     api = Router(path=settings.API_V1_STR, route_handlers=controllers, dependencies=services)
 
@@ -208,13 +212,22 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
             "outbox": Provide(lambda: outbox, sync_to_thread=False, use_cache=True),
             "current_user": Provide(provide_current_user, sync_to_thread=False),
         },
-        middleware=[request_logging, *([tracing.middleware] if tracing else []), auth_middleware(settings, fast)],
+        middleware=[
+            request_logging,
+            *([tracing.middleware] if tracing else []),
+            auth_middleware(settings, fast, background),
+        ],
         on_startup=[
             freeze_startup_objects,
             partial(announce, settings),
             *(observer.start for observer in (metrics, tracing) if observer),
         ],
-        on_shutdown=[outbox.close, rate_limiter.close, *(observer.stop for observer in (metrics, tracing) if observer)],
+        on_shutdown=[
+            outbox.close,
+            background.close,
+            rate_limiter.close,
+            *(observer.stop for observer in (metrics, tracing) if observer),
+        ],
         before_send=[preflight_ok, log_response],
         before_request=reject_nul_characters,
         exception_handlers=exception_handlers,

@@ -61,7 +61,12 @@ CONTRACT_COMPONENTS = {
     "PrivateUserCreate",
 }
 # Ours, beyond the template's, documented here so additions are deliberate.
-EXTRA_OPERATION_IDS = {"utils-ready"}
+EXTRA_OPERATION_IDS = {
+    "utils-ready",
+    "users-create_personal_access_token",
+    "users-read_personal_access_tokens",
+    "users-revoke_personal_access_token",
+}
 
 
 def served_document(served: Served) -> dict:

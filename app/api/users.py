@@ -11,14 +11,17 @@ from litestar.params import FromPath, JSONBody
 from app import emails, security
 from app.api.login import HOUR, client_address
 from app.api.paging import Limit, Skip
-from app.auth import EXCLUDE_FROM_AUTH, requires_superuser
+from app.auth import EXCLUDE_FROM_AUTH, NO_PAT, requires_superuser
 from app.config import Settings
 from app.errors import (
     EMAIL_TAKEN,
     INCORRECT_PASSWORD,
     NOT_ENOUGH_PRIVILEGES,
+    NOT_WITH_PAT,
     SAME_PASSWORD,
     SUPERUSER_SELF_DELETE,
+    TOKEN_NOT_FOUND,
+    TOKEN_REVOKED,
     UNKNOWN_USER_ID,
     USER_EXISTS,
     USER_NOT_FOUND,
@@ -28,6 +31,9 @@ from app.ratelimit import Quota, RateLimiter, identity_key
 from app.schemas import (
     Caller,
     Message,
+    PersonalAccessTokenCreate,
+    PersonalAccessTokenCreated,
+    PersonalAccessTokensPublic,
     UpdatePassword,
     UserCreate,
     UserPublic,
@@ -41,6 +47,7 @@ from app.services import (
     READ_WITH_CALLER,
     SUPERUSER_SELF_DEACTIVATE,
     SUPERUSER_SELF_DEMOTE,
+    PersonalAccessTokenService,
     ReadWithCaller,
     UserService,
 )
@@ -84,9 +91,9 @@ class UsersController(Controller):
         """The caller."""
         return current_user.public()
 
-    @patch("/me", responses=error_responses({409: [EMAIL_TAKEN]}))
+    @patch("/me", responses=error_responses({403: [NOT_WITH_PAT + " (a new email)"], 409: [EMAIL_TAKEN]}))
     async def update_user_me(self, users: NamedDependency[UserService], data: JSONBody[UserUpdateMe]) -> UserPublic:
-        """Change the caller's name or email."""
+        """Change the caller's name or email. A personal access token may change the name only."""
         return await users.update_me(changes(data))
 
     @delete("/me", status_code=200, responses=error_responses({403: [SUPERUSER_SELF_DELETE]}))
@@ -95,7 +102,7 @@ class UsersController(Controller):
         await users.delete_me()
         return Message(message=USER_DELETED)
 
-    @patch("/me/password", responses=error_responses({400: [INCORRECT_PASSWORD, SAME_PASSWORD]}))
+    @patch("/me/password", opt={NO_PAT: True}, responses=error_responses({400: [INCORRECT_PASSWORD, SAME_PASSWORD]}))
     async def update_password_me(
         self,
         request: Request[Caller, security.AccessToken, Any],
@@ -103,9 +110,43 @@ class UsersController(Controller):
         data: JSONBody[UpdatePassword],
     ) -> Message:
         """Change the caller's password. The caller's other sessions end; the token that made the change (the
-        frontend keeps using it) stays valid."""
+        frontend keeps using it) stays valid, and so do the caller's personal access tokens. Not with a personal
+        access token."""
         await users.change_own_password(data.current_password, data.new_password, request.auth.digest)
         return Message(message="Password updated successfully")
+
+    @post("/me/tokens", status_code=200, opt={NO_PAT: True})
+    async def create_personal_access_token(
+        self, tokens: NamedDependency[PersonalAccessTokenService], data: JSONBody[PersonalAccessTokenCreate]
+    ) -> PersonalAccessTokenCreated:
+        """Make a personal access token for an SDK, a CLI or a CI job: sent as `Authorization: Bearer lsp_…`, it
+        acts as the caller until it expires (`expires_in_days`, at most PAT_MAX_DAYS, 365 by default) or is revoked.
+        Scope `read` (the default) may only read (GET); `read-write` may change too. No personal access token may
+        make tokens, list or revoke them, change the password or the email. `token` is in this answer only: keep
+        it in an environment variable or a secret store. Not with a personal access token."""
+        return await tokens.create(data)
+
+    @get("/me/tokens", opt={NO_PAT: True})
+    async def read_personal_access_tokens(
+        self, tokens: NamedDependency[PersonalAccessTokenService]
+    ) -> PersonalAccessTokensPublic:
+        """The caller's personal access tokens that are not revoked (expired ones too), newest first; never the
+        tokens themselves. Not with a personal access token."""
+        return await tokens.list()
+
+    @delete(
+        "/me/tokens/{token_id:str}",
+        status_code=200,
+        opt={NO_PAT: True},
+        responses=error_responses({404: [TOKEN_NOT_FOUND]}),
+    )
+    async def revoke_personal_access_token(
+        self, tokens: NamedDependency[PersonalAccessTokenService], token_id: FromPath[UUID]
+    ) -> Message:
+        """Revoke one of the caller's personal access tokens: it stops working at once. Not with a personal
+        access token."""
+        await tokens.revoke(token_id)
+        return Message(message=TOKEN_REVOKED)
 
     @post(
         "/signup",
