@@ -116,21 +116,21 @@ class ReadWithCaller(Generic[S]):
 READ_WITH_CALLER = "read_with_caller"
 
 
-def _with_row(caller: Select[Any], model: type[Base], struct: type[msgspec.Struct]) -> Select[Any]:
-    """A caller's statement with the columns of `struct` from the `model` row named `row_id` (null if none). The
-    row's table is aliased, so the row may be another user."""
-    row = aliased(model, name="target")
-    return caller.add_columns(
-        row.id.label(_ROW_KEY),
-        *(getattr(row, column.key).label(_ROW_PREFIX + column.key) for column in columns(model, struct)),
-    ).outerjoin(row, row.id == bindparam("row_id"))
-
-
 @cache
 def caller_with(model: type[Base], struct: type[msgspec.Struct]) -> Select[Any]:
-    """The caller's statement (by id), with the columns of `struct` from the `model` row named `row_id` (null if
-    none). Cached: the executor compiles each statement object once."""
-    return _with_row(select(*_CALLER).select_from(User), model, struct).where(User.id == bindparam("id"))
+    """The caller's statement, with the columns of `struct` from the `model` row named `row_id` (null if none).
+    Cached: the executor compiles each statement object once. The row's table is aliased, so the row may be
+    another user."""
+    row = aliased(model, name="target")
+    return (
+        select(
+            *_CALLER,
+            row.id.label(_ROW_KEY),
+            *(getattr(row, column.key).label(_ROW_PREFIX + column.key) for column in columns(model, struct)),
+        )
+        .outerjoin(row, row.id == bindparam("row_id"))
+        .where(User.id == bindparam("id"))
+    )
 
 
 def _pat_caller() -> Select[Any]:
@@ -147,8 +147,17 @@ def _pat_caller() -> Select[Any]:
 
 @cache
 def pat_caller_with(model: type[Base], struct: type[msgspec.Struct]) -> Select[Any]:
-    """`caller_with` for a caller authenticated by a personal access token: joined on the token's digest."""
-    return _with_row(_pat_caller(), model, struct)
+    """`caller_with` for a caller authenticated by a personal access token: the caller found by the token's digest
+    (`_pat_caller`) instead of by id, with the same row columns."""
+    row = aliased(model, name="target")
+    return (
+        _pat_caller()
+        .add_columns(
+            row.id.label(_ROW_KEY),
+            *(getattr(row, column.key).label(_ROW_PREFIX + column.key) for column in columns(model, struct)),
+        )
+        .outerjoin(row, row.id == bindparam("row_id"))
+    )
 
 
 @dataclass(frozen=True, slots=True)
