@@ -370,6 +370,21 @@ def test_deactivation_ends_tokens_and_reactivation_does_not_revive_them(
     assert client.get("/users/me", headers=bearer(create_token(client, signed_in))).status_code == 200  # a new one
 
 
+def test_a_deactivation_by_any_writer_revokes_the_tokens(client: httpx.Client, served: Served, user: Account) -> None:
+    """The template's own code or an admin's statement, not only the API: the trigger is the database's."""
+    kept, ended = create_token(client, user), create_token(client, user)
+    client.delete(f"/users/me/tokens/{kept['id']}", headers=user.headers)
+    revoked_before = token_row(served, kept["id"])
+    database = served.database
+    database.run('UPDATE "user" SET full_name = :name WHERE id = :id', name="no change", id=database.id(user.id))
+    assert token_row(served, ended["id"])["revoked_at"] is None
+    database.run('UPDATE "user" SET is_active = false WHERE id = :id', id=database.id(user.id))
+    database.run('UPDATE "user" SET is_active = true WHERE id = :id', id=database.id(user.id))
+    assert token_row(served, ended["id"])["revoked_at"] is not None
+    assert token_row(served, kept["id"]) == revoked_before  # a revoked one keeps when it was revoked
+    assert client.get("/users/me", headers=bearer(ended)).json() == INVALID_CREDENTIALS
+
+
 def test_a_password_change_leaves_tokens_working(client: httpx.Client, user: Account) -> None:
     token = bearer(create_token(client, user))
     change = {"current_password": user.password, "new_password": "another-good-password"}
