@@ -29,6 +29,9 @@ class AuditEvent(StrEnum):
     USER_DELETED = "user.deleted"
     SUPERUSER_GRANTED = "superuser.granted"
     SUPERUSER_REVOKED = "superuser.revoked"
+    PAT_CREATED = "pat.created"
+    PAT_FIRST_USED = "pat.first_used"
+    PAT_REVOKED = "pat.revoked"
 
 
 def audit(event: AuditEvent, *, user_id: UUID | None = None, actor_id: UUID | None = None, **fields: Any) -> None:

@@ -89,6 +89,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # argon2's parameters for new password hashes (app/security.py). CHEAPEST makes a test suite's thousands of
     # logins cheap, and makes hashes cheap to crack: a warning in local, refused elsewhere.
     PASSWORD_HASH_PROFILE: Literal["RFC_9106_LOW_MEMORY", "CHEAPEST"] = "RFC_9106_LOW_MEMORY"
+    # The longest lifetime, in days, a personal access token may be given when it is made (README "Personal access
+    # tokens"); lowering it does not shorten the tokens already made.
+    PAT_MAX_DAYS: Annotated[int, msgspec.Meta(ge=1)] = 365
     # The built frontend served at `/` (the template's Vite build writes it to app/frontend). Unset: app/frontend
     # when it is there, else no frontend; set: it must exist.
     FRONTEND_DIR: str | None = None

@@ -52,6 +52,11 @@ SAME_PASSWORD = "New password cannot be the same as the current one"
 SUPERUSER_SELF_DELETE = "Super users are not allowed to delete themselves"
 ITEM_NOT_FOUND = "Item not found"
 NOT_ENOUGH_PERMISSIONS = "Not enough permissions"
+# Personal access tokens (ours, issue 25).
+READ_ONLY_TOKEN = "This token may only read"
+NOT_WITH_PAT = "Not allowed with a personal access token"
+TOKEN_NOT_FOUND = "Token not found"
+TOKEN_REVOKED = "Token revoked"
 
 
 class BadRequest(HTTPException):
@@ -80,6 +85,15 @@ class NotFound(DomainError):
 
 class Conflict(DomainError):
     """The change would collide with existing data (409)."""
+
+
+class Unprocessable(DomainError):
+    """A body that its declarations accept but a rule of the service refuses (422), with its validation errors
+    (app/validation.py's `error`) as the detail."""
+
+    def __init__(self, errors: list[Error]) -> None:
+        super().__init__(str(errors))
+        self.errors = errors
 
 
 _DOMAIN_STATUS: dict[type[DomainError], int] = {
@@ -207,6 +221,8 @@ def on_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Respon
 
 
 def on_domain_error(_: Request[Any, Any, Any], exc: DomainError) -> Response[Any]:
+    if isinstance(exc, Unprocessable):
+        return _detail(HTTP_422_UNPROCESSABLE_ENTITY, exc.errors)
     return _detail(_DOMAIN_STATUS[type(exc)], exc.detail)
 
 

@@ -28,6 +28,7 @@ from app.api.private import PrivateController
 from app.api.users import UsersController
 from app.api.utils import UtilsController
 from app.auth import EXCLUDE_FROM_AUTH, auth_middleware
+from app.background import Background
 from app.cli import AdminCLIPlugin
 from app.config import STARTUP_WARNINGS, Settings, get_settings
 from app.database import sqlalchemy_config
@@ -41,7 +42,7 @@ from app.openapi import SECURITY_SCHEME, openapi_fixups, operation_id
 from app.ratelimit import RateLimiter
 from app.schemas import Caller
 from app.security import passwords
-from app.services import provide_item_service, provide_session_service, provide_user_service
+from app.services import provide_item_service, provide_session_service, provide_token_service, provide_user_service
 from app.sessions import Pruner, Touches
 from app.tracing import Tracing, tracing_enabled
 from app.validation import reject_nul_characters
@@ -178,6 +179,8 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
     # Sessions' last_used_at after the answer, and their pruning (app/sessions.py).
     touches = Touches(fast)
     pruner = Pruner(fast)
+    # Jobs after the answer (a personal access token's last use, app/auth.py).
+    background = Background()
     tracing = Tracing(settings, tracer_provider) if tracing_enabled(settings) else None
     if tracing is not None:
         tracing.instrument(db_config.get_engine(), fast)
@@ -189,6 +192,7 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
         "users": Provide(provide_user_service, sync_to_thread=False),
         "items": Provide(provide_item_service, sync_to_thread=False),
         "sessions": Provide(provide_session_service, sync_to_thread=False),
+        "tokens": Provide(provide_token_service, sync_to_thread=False),
     }
     api = Router(path=settings.API_V1_STR, route_handlers=controllers, dependencies=services)
 
@@ -213,7 +217,11 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
             "outbox": Provide(lambda: outbox, sync_to_thread=False, use_cache=True),
             "current_user": Provide(provide_current_user, sync_to_thread=False),
         },
-        middleware=[request_logging, *([tracing.middleware] if tracing else []), auth_middleware(settings, fast)],
+        middleware=[
+            request_logging,
+            *([tracing.middleware] if tracing else []),
+            auth_middleware(settings, fast, background),
+        ],
         on_startup=[
             freeze_startup_objects,
             partial(announce, settings),
@@ -224,6 +232,7 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
             pruner.stop,
             touches.close,
             outbox.close,
+            background.close,
             rate_limiter.close,
             *(observer.stop for observer in (metrics, tracing) if observer),
             flush_logs,

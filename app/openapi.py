@@ -25,8 +25,16 @@ from litestar.routes import HTTPRoute
 from litestar.types import Method
 
 from app import schemas
-from app.auth import EXCLUDE_FROM_AUTH, requires_superuser
-from app.errors import INACTIVE_USER, INVALID_CREDENTIALS, NOT_AUTHENTICATED, NOT_ENOUGH_PRIVILEGES, USER_NOT_FOUND
+from app.auth import EXCLUDE_FROM_AUTH, NO_PAT, READING_METHODS, requires_superuser
+from app.errors import (
+    INACTIVE_USER,
+    INVALID_CREDENTIALS,
+    NOT_AUTHENTICATED,
+    NOT_ENOUGH_PRIVILEGES,
+    NOT_WITH_PAT,
+    READ_ONLY_TOKEN,
+    USER_NOT_FOUND,
+)
 from app.schemas import OPENAPI_MARKS, HTTPError
 
 SECURITY_SCHEME = "OAuth2PasswordBearer"
@@ -83,12 +91,29 @@ _AUTH_ERRORS = {400: INACTIVE_USER, 401: NOT_AUTHENTICATED, 403: INVALID_CREDENT
 _SUPERUSER_ERRORS = {403: NOT_ENOUGH_PRIVILEGES}
 
 
+def _pat_errors(handler: HTTPRouteHandler, method: str) -> dict[int, str]:
+    """What a personal access token is refused on this operation, if anything (app/auth.py)."""
+    if handler.opt.get(NO_PAT):
+        return {403: NOT_WITH_PAT}
+    if method not in READING_METHODS:
+        return {403: READ_ONLY_TOKEN}
+    return {}
+
+
 def _document_preceding_errors(
-    responses: dict[str, OpenAPIResponse | Reference], authenticated: bool, superuser_only: bool
+    responses: dict[str, OpenAPIResponse | Reference],
+    authenticated: bool,
+    superuser_only: bool,
+    pat_errors: dict[int, str],
 ) -> None:
-    """The answers of authentication and of the superuser guard, before those the handler declares."""
+    """The answers of authentication (a personal access token's limits included) and of the superuser guard, before
+    those the handler declares."""
     preceding: dict[int, list[str]] = {}
-    for source in (_AUTH_ERRORS if authenticated else {}, _SUPERUSER_ERRORS if superuser_only else {}):
+    for source in (
+        _AUTH_ERRORS if authenticated else {},
+        pat_errors if authenticated else {},
+        _SUPERUSER_ERRORS if superuser_only else {},
+    ):
         for status, message in source.items():
             preceding.setdefault(status, []).append(message)
     for status, messages in preceding.items():
@@ -265,6 +290,12 @@ def openapi_fixups(app: Litestar) -> None:
     for name, component in schemas.items():
         if isinstance(component, Schema) and name not in ("ValidationError", "HTTPValidationError", "HTTPError"):
             _as_the_templates_component(component, structs.get(name))
+    # A bound from the settings (the struct's `le` could not be): the service enforces it, the document says it.
+    pat_create = schemas.get("PersonalAccessTokenCreate")
+    days = (pat_create.properties or {}).get("expires_in_days") if isinstance(pat_create, Schema) else None
+    if isinstance(days, Schema):
+        days.maximum = app.state.settings.PAT_MAX_DAYS
+        days.minimum = int(days.minimum) if days.minimum is not None else None  # Litestar writes `ge=1` as 1.0
     components.schemas = dict(sorted(schemas.items()))
     schema.components = components
 
@@ -288,7 +319,7 @@ def openapi_fixups(app: Litestar) -> None:
                     responses["422"] = _UNPROCESSABLE
                 authenticated = not handler.opt.get(EXCLUDE_FROM_AUTH)
                 superuser_only = requires_superuser in handler.resolve_guards()
-                _document_preceding_errors(responses, authenticated, superuser_only)
+                _document_preceding_errors(responses, authenticated, superuser_only, _pat_errors(handler, method))
                 operation.responses = dict(sorted(responses.items()))
                 _exact_integer_bounds(operation, handler)
                 _as_the_templates_operation(operation, handler)

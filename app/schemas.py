@@ -100,6 +100,17 @@ class Caller(ShownUser, frozen=True):
         return msgspec.convert(self, UserPublic, from_attributes=True)
 
 
+class PatCredential(Struct, frozen=True):
+    """A personal access token as the auth middleware reads it with its user, by the token's digest (app/auth.py).
+    Not a body."""
+
+    id: UUID
+    scope: str
+    expires_at: datetime
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
 class UsersPublic(Struct):
     data: list[UserPublic]
     count: int
@@ -193,6 +204,35 @@ class ItemCreate(Struct):
 class ItemUpdate(Struct):
     title: Annotated[Title, NULLABLE] | UnsetType = UNSET
     description: Description | UnsetType | None = UNSET
+
+
+PatScope = Literal["read", "read-write"]
+
+
+class PersonalAccessTokenCreate(Struct):
+    name: Annotated[str, Meta(min_length=1, max_length=100)]
+    # At most PAT_MAX_DAYS (a setting, so checked by the service: 422 beyond).
+    expires_in_days: Annotated[int, Meta(ge=1)]
+    scope: PatScope = "read"
+
+
+class PersonalAccessTokenPublic(Struct):
+    id: UUID
+    name: str
+    scope: PatScope
+    created_at: datetime
+    expires_at: datetime
+    last_used_at: datetime | None
+
+
+# The token itself is in this answer only, when it is made: only its digest is kept.
+class PersonalAccessTokenCreated(PersonalAccessTokenPublic):
+    token: str
+
+
+class PersonalAccessTokensPublic(Struct):
+    data: list[PersonalAccessTokenPublic]
+    count: int
 
 
 class LoginForm(Struct, kw_only=True):

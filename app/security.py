@@ -1,4 +1,5 @@
-"""Password hashing (argon2id, off the event loop, legacy bcrypt accepted) and JWT minting/verification."""
+"""Password hashing (argon2id, off the event loop, legacy bcrypt accepted), JWT minting/verification, and the
+format of personal access tokens (mint, parse, checksum)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import secrets
 import threading
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from functools import cache, lru_cache
@@ -231,3 +233,64 @@ def parse_refresh_token(token: str, key: str) -> RefreshToken | None:
     if not (0 <= number < 2**31 and nonce and hmac.compare_digest(tag, _tag(session_id, number, nonce, key))):
         return None
     return RefreshToken(session_id, number, secret)
+
+
+# ---------------------------------------------------------------- personal access tokens
+
+# `lsp_` + 30 random base62 characters + the base62 CRC32 of those 30 (6 characters): a secret scanner recognises the
+# prefix and checks the checksum offline, as it does for GitHub's `ghp_` tokens; we refuse a bad checksum without a
+# database round trip. 30 base62 characters carry 178 bits of randomness.
+PAT_PREFIX = "lsp_"
+PAT_RANDOM_LENGTH = 30
+PAT_CHECKSUM_LENGTH = 6  # 62**6 > 2**32: any CRC32 fits
+PAT_LENGTH = len(PAT_PREFIX) + PAT_RANDOM_LENGTH + PAT_CHECKSUM_LENGTH
+BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_BASE62_CHARACTERS = frozenset(BASE62)
+
+
+def base62(number: int, width: int) -> str:
+    """`number` in base62, most significant digit first, zero-padded to `width` characters."""
+    digits = []
+    while number:
+        number, digit = divmod(number, 62)
+        digits.append(BASE62[digit])
+    return "".join(reversed(digits)).rjust(width, BASE62[0])
+
+
+def pat_checksum(random_part: str) -> str:
+    """The 6-character base62 CRC32 (zlib's, of the ASCII text) of a token's random part."""
+    return base62(zlib.crc32(random_part.encode()), PAT_CHECKSUM_LENGTH)
+
+
+def is_pat(token: str) -> bool:
+    """Whether a bearer token claims to be a personal access token (by its prefix; it may still be malformed)."""
+    return token.startswith(PAT_PREFIX)
+
+
+def mint_pat() -> str:
+    random_part = "".join(secrets.choice(BASE62) for _ in range(PAT_RANDOM_LENGTH))
+    return PAT_PREFIX + random_part + pat_checksum(random_part)
+
+
+def pat_digest(token: str) -> str:
+    """What is stored of a token: the sha256 of its text, hex (a token has 178 random bits: no salt or stretching
+    is needed, and the lookup by digest is an index read)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def parse_pat(token: str) -> str:
+    """The digest of a well-formed personal access token (prefix, length, base62, checksum), or InvalidTokenError."""
+    body = token.removeprefix(PAT_PREFIX)
+    if len(token) != PAT_LENGTH or body == token or not _BASE62_CHARACTERS.issuperset(body):
+        raise InvalidTokenError("not a personal access token")
+    random_part, checksum = body[:PAT_RANDOM_LENGTH], body[PAT_RANDOM_LENGTH:]
+    if not hmac.compare_digest(pat_checksum(random_part), checksum):
+        raise InvalidTokenError("bad checksum")
+    return pat_digest(token)
+
+
+class PatAuth(NamedTuple):
+    """`request.auth` of a request authenticated by a personal access token (a JWT's is an `AccessToken`)."""
+
+    token_id: UUID
+    scope: str

@@ -21,6 +21,7 @@ from uuid import UUID
 import msgspec
 from advanced_alchemy.exceptions import DuplicateKeyError, ForeignKeyError
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
+from advanced_alchemy.types import DateTimeUTC
 from litestar import Request
 from sqlalchemy import (
     Label,
@@ -50,27 +51,36 @@ from app.errors import (
     ITEM_NOT_FOUND,
     NOT_ENOUGH_PERMISSIONS,
     NOT_ENOUGH_PRIVILEGES,
+    NOT_WITH_PAT,
     SAME_PASSWORD,
     SUPERUSER_SELF_DELETE,
+    TOKEN_NOT_FOUND,
     USER_NOT_FOUND,
     Conflict,
     Forbidden,
     NotFound,
     Rejected,
+    Unprocessable,
 )
 from app.schemas import (
     Caller,
     ItemCreate,
     ItemPublic,
     ItemsPublic,
+    PatCredential,
+    PersonalAccessTokenCreate,
+    PersonalAccessTokenCreated,
+    PersonalAccessTokenPublic,
+    PersonalAccessTokensPublic,
     SessionPublic,
     SessionsPublic,
     UserPublic,
     UsersPublic,
 )
+from app.validation import error
 from db.executor import Executor, S, columns, from_row
 from db.identity import email_identity
-from db.models import Base, Item, User, UserSession, utc_now
+from db.models import Base, Item, PersonalAccessToken, User, UserSession, utc_now
 
 OpenSession = Callable[[], AsyncSession]
 # Beside the contract's SUPERUSER_SELF_DELETE, in its words: what the template allowed and we refuse [better].
@@ -127,6 +137,11 @@ def session_admits(caller: Caller, session: CallerSession | None, access: securi
     return session.token_version == caller.token_version or caller.kept_session_id == session.id
 
 
+_PAT_PREFIX = "pat_"
+# The personal access token's columns the auth middleware checks, beside its user's.
+_PAT_CREDENTIAL = [column.label(_PAT_PREFIX + column.key) for column in columns(PersonalAccessToken, PatCredential)]
+
+
 @dataclass(frozen=True)
 class ReadWithCaller(Generic[S]):
     """A route's opt under READ_WITH_CALLER: read the `model` row that the path parameter `parameter` names, as
@@ -170,6 +185,33 @@ def caller_with(model: type[Base], struct: type[msgspec.Struct]) -> Select[Any]:
 def _caller_and_session(row: Mapping[str, Any]) -> tuple[Caller, CallerSession | None]:
     found = row[_SESSION_PREFIX + "id"] is not None
     return from_row(Caller, row), from_row(CallerSession, row, _SESSION_PREFIX) if found else None
+
+
+def _pat_caller() -> Select[Any]:
+    """The caller's columns and their personal access token's, found by the token's `digest` (a unique index read,
+    then the user's primary key): no row for a token that does not exist, nor for one whose user is gone (the
+    token went with them)."""
+    return (
+        select(*_CALLER, *_PAT_CREDENTIAL)
+        .select_from(PersonalAccessToken)
+        .join(User, User.id == PersonalAccessToken.user_id)
+        .where(PersonalAccessToken.digest == bindparam("digest"))
+    )
+
+
+@cache
+def pat_caller_with(model: type[Base], struct: type[msgspec.Struct]) -> Select[Any]:
+    """`caller_with` for a caller authenticated by a personal access token: the caller found by the token's digest
+    (`_pat_caller`) instead of by id, with the same row columns."""
+    row = aliased(model, name="target")
+    return (
+        _pat_caller()
+        .add_columns(
+            row.id.label(_ROW_KEY),
+            *(getattr(row, column.key).label(_ROW_PREFIX + column.key) for column in columns(model, struct)),
+        )
+        .outerjoin(row, row.id == bindparam("row_id"))
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +263,7 @@ class UserRepository(SQLAlchemyAsyncRepository[User]):
         .outerjoin(UserSession, _TOKEN_SESSION)
         .where(User.id == bindparam("id"))
     )
+    PAT_CALLER = _pat_caller()
     PUBLIC = select(*columns(User, UserPublic)).where(User.id == bindparam("id"))
     # Newest first, each row with the total: a window count would read every row before the LIMIT.
     PAGE = (
@@ -265,6 +308,24 @@ class UserRepository(SQLAlchemyAsyncRepository[User]):
         row = rows[0]
         found = from_row(read.struct, row, _ROW_PREFIX) if row[_ROW_KEY] is not None else None
         return *_caller_and_session(row), found
+
+    @classmethod
+    async def read_pat_caller(cls, fast: Executor, digest: str) -> tuple[Caller, PatCredential] | None:
+        """The caller and the personal access token of this digest, in one statement; None if there is none."""
+        rows = await fast.rows(cls.PAT_CALLER, {"digest": digest})
+        return (from_row(Caller, rows[0]), from_row(PatCredential, rows[0], _PAT_PREFIX)) if rows else None
+
+    @classmethod
+    async def read_pat_caller_with(
+        cls, fast: Executor, digest: str, read: ReadWithCaller[S], row_id: UUID
+    ) -> tuple[tuple[Caller, PatCredential] | None, S | None]:
+        """`read_caller_with` for a personal access token: the caller, their token and the row, in one statement."""
+        rows = await fast.rows(pat_caller_with(read.model, read.struct), {"digest": digest, "row_id": row_id})
+        if not rows:
+            return None, None
+        row = rows[0]
+        found = from_row(read.struct, row, _ROW_PREFIX) if row[_ROW_KEY] is not None else None
+        return (from_row(Caller, row), from_row(PatCredential, row, _PAT_PREFIX)), found
 
     @classmethod
     async def read_public(cls, fast: Executor, user_id: UUID) -> UserPublic | None:
@@ -597,6 +658,130 @@ class SessionService:
             audit(AuditEvent.SESSION_ENDED, user_id=owner, actor_id=actor, session_id=str(session_id), reason=reason)
 
 
+_PAT = PersonalAccessToken
+_WHEN = DateTimeUTC(timezone=True)  # a bound time, stored as its column stores it (SQLite: text in UTC)
+# A token's last_used_at is written at its first use and then at most this often.
+PAT_USE_RESOLUTION = timedelta(minutes=1)
+
+
+class PersonalAccessTokenRepository(SQLAlchemyAsyncRepository[PersonalAccessToken]):
+    """Personal access tokens: fast statements (classmethods on the executor, as UserRepository's). Authentication
+    reads a token with its user (UserRepository.read_pat_caller)."""
+
+    model_type = PersonalAccessToken
+
+    INSERT = insert(_PAT).values({column.key: bindparam(column.key) for column in _PAT.__table__.columns})
+    # A user's unrevoked tokens, newest first (the (user_id, created_at) index); expired ones too, until revoked.
+    OWN = (
+        select(*columns(_PAT, PersonalAccessTokenPublic))
+        .where(_PAT.user_id == bindparam("owner"), _PAT.revoked_at.is_(None))
+        .order_by(_PAT.created_at.desc(), _PAT.id.desc())
+    )
+    REVOKE = (
+        update(_PAT)
+        .where(_PAT.id == bindparam("where_id"), _PAT.user_id == bindparam("owner"), _PAT.revoked_at.is_(None))
+        .values(revoked_at=bindparam("now", type_=_WHEN))
+        .returning(_PAT.id)
+    )
+    # The first use wins once, whichever request of whichever process writes it (pat.first_used is logged once).
+    FIRST_USE = (
+        update(_PAT)
+        .where(_PAT.id == bindparam("where_id"), _PAT.last_used_at.is_(None))
+        .values(last_used_at=bindparam("now", type_=_WHEN))
+        .returning(_PAT.id)
+    )
+    LATER_USE = (
+        update(_PAT)
+        .where(_PAT.id == bindparam("where_id"), _PAT.last_used_at < bindparam("cutoff", type_=_WHEN))
+        .values(last_used_at=bindparam("now", type_=_WHEN))
+        .returning(_PAT.id)
+    )
+
+    @classmethod
+    async def insert(cls, fast: Executor, row: Mapping[str, Any]) -> None:
+        """A new token from every column's value (ForeignKeyError if its user is gone)."""
+        await fast.rows(cls.INSERT, row)
+
+    @classmethod
+    async def read_own(cls, fast: Executor, user_id: UUID) -> list[PersonalAccessTokenPublic]:
+        return await fast.all(PersonalAccessTokenPublic, cls.OWN, {"owner": user_id})
+
+    @classmethod
+    async def revoke(cls, fast: Executor, user_id: UUID, token_id: UUID, now: datetime) -> bool:
+        """Whether the user had such an unrevoked token (now revoked)."""
+        return bool(await fast.rows(cls.REVOKE, {"where_id": token_id, "owner": user_id, "now": now}))
+
+    @classmethod
+    async def record_use(cls, fast: Executor, token_id: UUID, now: datetime, first: bool) -> bool:
+        """last_used_at = now, if it is still unset (`first`) or older than PAT_USE_RESOLUTION; whether it was."""
+        if first:
+            return bool(await fast.rows(cls.FIRST_USE, {"where_id": token_id, "now": now}))
+        params = {"where_id": token_id, "now": now, "cutoff": now - PAT_USE_RESOLUTION}
+        return bool(await fast.rows(cls.LATER_USE, params))
+
+
+async def record_pat_use(fast: Executor, token_id: UUID, user_id: UUID, first: bool) -> None:
+    """After a response (app/auth.py runs it as a background job): note the token's use; log its first."""
+    if await PersonalAccessTokenRepository.record_use(fast, token_id, utc_now(), first) and first:
+        audit(AuditEvent.PAT_FIRST_USED, user_id=user_id, token_id=str(token_id))
+
+
+class PersonalAccessTokenService:
+    """The caller's personal access tokens (the routes refuse a caller authenticated by one: app/auth.py's NO_PAT).
+    A token is shown once, when made; only its digest is kept."""
+
+    def __init__(self, caller: Caller, fast: Executor, max_days: int) -> None:
+        self.caller = caller
+        self.fast = fast
+        self.max_days = max_days
+
+    async def create(self, data: PersonalAccessTokenCreate) -> PersonalAccessTokenCreated:
+        if data.expires_in_days > self.max_days:
+            loc: list[str | int] = ["body", "expires_in_days"]
+            message = f"Input should be less than or equal to {self.max_days}"
+            raise Unprocessable([error("less_than_equal", loc, message, data.expires_in_days, {"le": self.max_days})])
+        token = security.mint_pat()
+        now = utc_now()
+        created = PersonalAccessTokenCreated(
+            id=uuid7(),
+            name=data.name,
+            scope=data.scope,
+            created_at=now,
+            expires_at=now + timedelta(days=data.expires_in_days),
+            last_used_at=None,
+            token=token,
+        )
+        row = {
+            **{name: getattr(created, name) for name in PersonalAccessTokenPublic.__struct_fields__},
+            "user_id": self.caller.id,
+            "digest": security.pat_digest(token),
+            "revoked_at": None,
+        }
+        try:
+            await PersonalAccessTokenRepository.insert(self.fast, row)
+        except ForeignKeyError:
+            raise NotFound(USER_NOT_FOUND) from None  # the caller was deleted since its token was checked
+        audit(
+            AuditEvent.PAT_CREATED,
+            user_id=self.caller.id,
+            token_id=str(created.id),
+            scope=created.scope,
+            expires_at=created.expires_at.isoformat(),
+        )
+        return created
+
+    async def list(self) -> PersonalAccessTokensPublic:
+        """The unrevoked ones, newest first."""
+        tokens = await PersonalAccessTokenRepository.read_own(self.fast, self.caller.id)
+        return PersonalAccessTokensPublic(data=tokens, count=len(tokens))
+
+    async def revoke(self, token_id: UUID) -> None:
+        """One of the caller's unrevoked tokens; another's, or one revoked already, is not found."""
+        if not await PersonalAccessTokenRepository.revoke(self.fast, self.caller.id, token_id, utc_now()):
+            raise NotFound(TOKEN_NOT_FOUND)
+        audit(AuditEvent.PAT_REVOKED, user_id=self.caller.id, token_id=str(token_id))
+
+
 class UserService:
     """Accounts and credentials. `caller` is None on the routes that need no authentication (login, signup);
     `found` is the user a route read with its caller (ReadWithCaller), if any."""
@@ -608,8 +793,11 @@ class UserService:
         open_session: OpenSession,
         passwords: security.Passwords,
         found: Found[UserPublic] | None = None,
+        by_pat: bool = False,
     ) -> None:
         self._caller = caller
+        # The caller is authenticated by a personal access token: their email is not theirs to change with it.
+        self.by_pat = by_pat
         self.passwords = passwords
         self.fast = fast
         self.open_session = open_session
@@ -704,6 +892,10 @@ class UserService:
         return await self._apply(before, changes)
 
     async def update_me(self, changes: dict[str, Any]) -> UserPublic:
+        """A personal access token may change the caller's name, not their email (who owns the email owns the
+        account: its recovery links go there)."""
+        if "email" in changes and self.by_pat:
+            raise Forbidden(NOT_WITH_PAT)
         return await self._apply(self.caller.public(), changes)
 
     async def start_session(
@@ -885,7 +1077,15 @@ class ItemService:
 def provide_user_service(request: Request[Any, Any, Any]) -> UserService:
     found = request.state.get(READ_WITH_CALLER)
     state = request.app.state
-    return UserService(request.scope.get("user"), state.executor, _session_opener(request), state.passwords, found)
+    by_pat = isinstance(request.scope.get("auth"), security.PatAuth)
+    return UserService(
+        request.scope.get("user"), state.executor, _session_opener(request), state.passwords, found, by_pat
+    )
+
+
+def provide_token_service(request: Request[Caller, Any, Any]) -> PersonalAccessTokenService:
+    state = request.app.state
+    return PersonalAccessTokenService(request.user, state.executor, state.settings.PAT_MAX_DAYS)
 
 
 def provide_session_service(request: Request[Caller, security.AccessToken, Any]) -> SessionService:

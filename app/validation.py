@@ -83,7 +83,17 @@ def check(value: Any, info: mi.Type, loc: Loc) -> Error | None:
         return _check_int(value, info, loc)
     if isinstance(info, mi.UUIDType):
         return _check_uuid(value, loc)
+    if isinstance(info, mi.LiteralType):
+        return _check_literal(value, info, loc)
     return None
+
+
+def _check_literal(value: Any, info: mi.LiteralType, loc: Loc) -> Error | None:
+    if value in info.values:
+        return None
+    choices = [repr(choice) for choice in info.values]
+    expected = choices[0] if len(choices) == 1 else f"{', '.join(choices[:-1])} or {choices[-1]}"
+    return error("literal_error", loc, f"Input should be {expected}", value, {"expected": expected})
 
 
 def _is_email(info: mi.Metadata) -> bool:

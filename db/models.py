@@ -110,6 +110,25 @@ class UserSession(Base):
     legacy: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
+class PersonalAccessToken(Base):
+    """A token a user made for an SDK, a CLI or a CI job (app/security.py's `lsp_` format). Only its digest is kept:
+    the token itself is shown once, when made. Revoked by its user, or by the database (migration 0008's trigger)
+    when the user is deactivated; a reactivation does not revive it. Deleted with its user."""
+
+    __table_args__ = (
+        Index("ix_personal_access_token_user_id_created_at", "user_id", "created_at"),
+        Index("ix_personal_access_token_digest", "digest", unique=True),
+    )
+
+    user_id: Mapped[UUID] = mapped_column(GUID, ForeignKey("user.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    scope: Mapped[str] = mapped_column(String(10))  # "read" | "read-write"
+    digest: Mapped[str] = mapped_column(String(64))  # sha256 hex of the token
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
+
+
 metadata = Base.metadata
 
 # The triggers' scratch (migration 0005): a statement that sets user.email_key itself notes the row's id here before

@@ -427,7 +427,9 @@ def test_the_templates_own_writes_keep_working_after_the_adoption(template_datab
     database = template_database("fe56fa70289e")
     adopt_by_prestart(database)
     triggers = "SELECT string_agg(tgname, ',' ORDER BY tgname) FROM pg_trigger WHERE tgrelid = '\"user\"'::regclass"
-    assert database.scalar(triggers + " AND NOT tgisinternal") == "user_email_key_1_given,user_email_key_2_fill"
+    # 0005's two, and 0008's (a deactivation revokes the user's personal access tokens).
+    expected = "personal_access_token_revoke,user_email_key_1_given,user_email_key_2_fill"
+    assert database.scalar(triggers + " AND NOT tgisinternal") == expected
 
     database.run(
         'INSERT INTO "user" (id, email, is_active, is_superuser, full_name, hashed_password, created_at) '

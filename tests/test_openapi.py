@@ -71,6 +71,9 @@ EXTRA_OPERATION_IDS = {
     "users-read_user_sessions",
     "users-delete_user_sessions",
     "users-delete_user_session",
+    "users-create_personal_access_token",
+    "users-read_personal_access_tokens",
+    "users-revoke_personal_access_token",
 }
 
 

@@ -87,3 +87,41 @@ def test_generated_client_logs_in_and_manages_items(sdk: ModuleType, served: Ser
     invalid = create.sync_detailed(client=authed, body=models.ItemCreate(title=""))
     assert invalid.status_code == 422
     assert isinstance(invalid.parsed, models.HTTPValidationError)
+
+
+def test_generated_client_makes_a_personal_access_token_and_uses_it(sdk: ModuleType, served: Served) -> None:
+    """As a CI job would: a token made once with a login's token (by a person), then the job's own client holds only
+    the personal access token (from its environment or secret store)."""
+    name = sdk.__name__
+    client_module = importlib.import_module(f"{name}.client")
+    models = importlib.import_module(f"{name}.models")
+    login = importlib.import_module(f"{name}.api.login.login_login_access_token")
+    read_me = importlib.import_module(f"{name}.api.users.users_read_user_me")
+    create_token = importlib.import_module(f"{name}.api.users.users_create_personal_access_token")
+    read_tokens = importlib.import_module(f"{name}.api.users.users_read_personal_access_tokens")
+    revoke_token = importlib.import_module(f"{name}.api.users.users_revoke_personal_access_token")
+
+    anonymous = client_module.Client(base_url=served.url)
+    token = login.sync(
+        client=anonymous, body=models.BodyLoginLoginAccessToken(username=SUPERUSER_EMAIL, password=SUPERUSER_PASSWORD)
+    )
+    person = client_module.AuthenticatedClient(base_url=served.url, token=token.access_token)
+    created = create_token.sync(client=person, body=models.PersonalAccessTokenCreate(name="CI job", expires_in_days=7))
+    assert isinstance(created, models.PersonalAccessTokenCreated)
+    assert created.token.startswith("lsp_")
+    assert str(created.scope.value) == "read"
+
+    job = client_module.AuthenticatedClient(base_url=served.url, token=created.token)
+    me = read_me.sync(client=job)
+    assert isinstance(me, models.UserPublic)
+    assert me.email == SUPERUSER_EMAIL
+    refused = create_token.sync_detailed(client=job, body=models.PersonalAccessTokenCreate(name="x", expires_in_days=1))
+    assert refused.status_code == 403
+
+    listed = read_tokens.sync(client=person)
+    assert isinstance(listed, models.PersonalAccessTokensPublic)
+    assert created.id in {row.id for row in listed.data}
+    revoked = revoke_token.sync(token_id=created.id, client=person)
+    assert isinstance(revoked, models.Message)
+    assert revoked.message == "Token revoked"
+    assert read_me.sync_detailed(client=job).status_code == 403

@@ -60,6 +60,11 @@ EXTRA_TYPES = {
     "SessionPublic",
     "SessionsPublic",
     "TokenPair",
+    # Personal access tokens (README "Personal access tokens").
+    "PersonalAccessTokenCreate",
+    "PersonalAccessTokenCreated",
+    "PersonalAccessTokenPublic",
+    "PersonalAccessTokensPublic",
     *(
         f"{operation}{suffix}"
         for operation in (
@@ -70,6 +75,9 @@ EXTRA_TYPES = {
             "usersReadUserSessions",
             "usersDeleteUserSessions",
             "usersDeleteUserSession",
+            "usersCreatePersonalAccessToken",
+            "usersReadPersonalAccessTokens",
+            "usersRevokePersonalAccessToken",
         )
         for suffix in ("Data", "Error", "Errors", "Response", "Responses")
     ),
@@ -84,6 +92,9 @@ EXTRA_METHODS = {
     "UsersService.readUserSessions": "GET /api/v1/users/{user_id}/sessions",
     "UsersService.deleteUserSessions": "DELETE /api/v1/users/{user_id}/sessions",
     "UsersService.deleteUserSession": "DELETE /api/v1/users/{user_id}/sessions/{session_id}",
+    "UsersService.createPersonalAccessToken": "POST /api/v1/users/me/tokens",
+    "UsersService.readPersonalAccessTokens": "GET /api/v1/users/me/tokens",
+    "UsersService.revokePersonalAccessToken": "DELETE /api/v1/users/me/tokens/{token_id}",
 }
 # A line our client may add to a type the template's has: an error answer we document (`{"detail": "..."}`).
 EXTRA_LINE = re.compile(r"^(400|401|403|404|409|429|502|503): HTTPError;$")

@@ -11,14 +11,17 @@ from litestar.params import FromPath, JSONBody
 from app import emails, security
 from app.api.login import HOUR, client_address
 from app.api.paging import Limit, Skip
-from app.auth import EXCLUDE_FROM_AUTH, requires_superuser
+from app.auth import EXCLUDE_FROM_AUTH, NO_PAT, requires_superuser
 from app.config import Settings
 from app.errors import (
     EMAIL_TAKEN,
     INCORRECT_PASSWORD,
     NOT_ENOUGH_PRIVILEGES,
+    NOT_WITH_PAT,
     SAME_PASSWORD,
     SUPERUSER_SELF_DELETE,
+    TOKEN_NOT_FOUND,
+    TOKEN_REVOKED,
     UNKNOWN_USER_ID,
     USER_EXISTS,
     USER_NOT_FOUND,
@@ -28,6 +31,9 @@ from app.ratelimit import Quota, RateLimiter, identity_key
 from app.schemas import (
     Caller,
     Message,
+    PersonalAccessTokenCreate,
+    PersonalAccessTokenCreated,
+    PersonalAccessTokensPublic,
     SessionsPublic,
     UpdatePassword,
     UserCreate,
@@ -43,6 +49,7 @@ from app.services import (
     SESSION_NOT_FOUND,
     SUPERUSER_SELF_DEACTIVATE,
     SUPERUSER_SELF_DEMOTE,
+    PersonalAccessTokenService,
     ReadWithCaller,
     SessionService,
     UserService,
@@ -92,9 +99,9 @@ class UsersController(Controller):
         """The caller."""
         return current_user.public()
 
-    @patch("/me", responses=error_responses({409: [EMAIL_TAKEN]}))
+    @patch("/me", responses=error_responses({403: [NOT_WITH_PAT + " (a new email)"], 409: [EMAIL_TAKEN]}))
     async def update_user_me(self, users: NamedDependency[UserService], data: JSONBody[UserUpdateMe]) -> UserPublic:
-        """Change the caller's name or email."""
+        """Change the caller's name or email. A personal access token may change the name only."""
         return await users.update_me(changes(data))
 
     @delete("/me", status_code=200, responses=error_responses({403: [SUPERUSER_SELF_DELETE]}))
@@ -103,7 +110,7 @@ class UsersController(Controller):
         await users.delete_me()
         return Message(message=USER_DELETED)
 
-    @patch("/me/password", responses=error_responses({400: [INCORRECT_PASSWORD, SAME_PASSWORD]}))
+    @patch("/me/password", opt={NO_PAT: True}, responses=error_responses({400: [INCORRECT_PASSWORD, SAME_PASSWORD]}))
     async def update_password_me(
         self,
         request: Request[Caller, security.AccessToken, Any],
@@ -111,11 +118,12 @@ class UsersController(Controller):
         data: JSONBody[UpdatePassword],
     ) -> Message:
         """Change the caller's password. The caller's other sessions end; the token that made the change (the
-        frontend keeps using it) stays valid."""
+        frontend keeps using it) stays valid, and so do the caller's personal access tokens. Not with a personal
+        access token."""
         await users.change_own_password(data.current_password, data.new_password, request.auth)
         return Message(message="Password updated successfully")
 
-    @get("/me/sessions")
+    @get("/me/sessions", opt={NO_PAT: True})
     async def read_sessions_me(
         self, sessions: NamedDependency[SessionService], skip: Skip = 0, limit: Limit = 100
     ) -> SessionsPublic:
@@ -124,7 +132,7 @@ class UsersController(Controller):
         live until it is ended, expires, or a password change or deactivation ends it."""
         return await sessions.page(skip, limit)
 
-    @delete("/me/sessions", status_code=200)
+    @delete("/me/sessions", status_code=200, opt={NO_PAT: True})
     async def delete_sessions_me(self, sessions: NamedDependency[SessionService]) -> Message:
         """End every session of the caller but the current one: their tokens (and refresh tokens) stop working at
         once, on every replica."""
@@ -134,6 +142,7 @@ class UsersController(Controller):
     @delete(
         "/me/sessions/{session_id:str}",
         status_code=200,
+        opt={NO_PAT: True},
         responses=error_responses({404: [SESSION_NOT_FOUND]}),
     )
     async def delete_session_me(self, sessions: NamedDependency[SessionService], session_id: FromPath[UUID]) -> Message:
@@ -142,6 +151,39 @@ class UsersController(Controller):
         already ended or expired."""
         await sessions.end(session_id)
         return Message(message=SESSION_ENDED)
+
+    @post("/me/tokens", status_code=200, opt={NO_PAT: True})
+    async def create_personal_access_token(
+        self, tokens: NamedDependency[PersonalAccessTokenService], data: JSONBody[PersonalAccessTokenCreate]
+    ) -> PersonalAccessTokenCreated:
+        """Make a personal access token for an SDK, a CLI or a CI job: sent as `Authorization: Bearer lsp_…`, it
+        acts as the caller until it expires (`expires_in_days`, at most PAT_MAX_DAYS, 365 by default) or is revoked.
+        Scope `read` (the default) may only read (GET); `read-write` may change too. No personal access token may
+        make tokens, list or revoke them, change the password or the email. `token` is in this answer only: keep
+        it in an environment variable or a secret store. Not with a personal access token."""
+        return await tokens.create(data)
+
+    @get("/me/tokens", opt={NO_PAT: True})
+    async def read_personal_access_tokens(
+        self, tokens: NamedDependency[PersonalAccessTokenService]
+    ) -> PersonalAccessTokensPublic:
+        """The caller's personal access tokens that are not revoked (expired ones too), newest first; never the
+        tokens themselves. Not with a personal access token."""
+        return await tokens.list()
+
+    @delete(
+        "/me/tokens/{token_id:str}",
+        status_code=200,
+        opt={NO_PAT: True},
+        responses=error_responses({404: [TOKEN_NOT_FOUND]}),
+    )
+    async def revoke_personal_access_token(
+        self, tokens: NamedDependency[PersonalAccessTokenService], token_id: FromPath[UUID]
+    ) -> Message:
+        """Revoke one of the caller's personal access tokens: it stops working at once. Not with a personal
+        access token."""
+        await tokens.revoke(token_id)
+        return Message(message=TOKEN_REVOKED)
 
     @post(
         "/signup",
@@ -197,7 +239,7 @@ class UsersController(Controller):
     @get(
         "/{user_id:str}/sessions",
         guards=[requires_superuser],
-        opt=WITH_USER,
+        opt={**WITH_USER, NO_PAT: True},
         responses=error_responses({403: [NOT_ENOUGH_PRIVILEGES], 404: [USER_NOT_FOUND]}),
     )
     async def read_user_sessions(
@@ -210,7 +252,7 @@ class UsersController(Controller):
         "/{user_id:str}/sessions",
         status_code=200,
         guards=[requires_superuser],
-        opt=WITH_USER,
+        opt={**WITH_USER, NO_PAT: True},
         responses=error_responses({403: [NOT_ENOUGH_PRIVILEGES], 404: [USER_NOT_FOUND]}),
     )
     async def delete_user_sessions(self, sessions: NamedDependency[SessionService], user_id: FromPath[UUID]) -> Message:
@@ -223,7 +265,7 @@ class UsersController(Controller):
         "/{user_id:str}/sessions/{session_id:str}",
         status_code=200,
         guards=[requires_superuser],
-        opt=WITH_USER,
+        opt={**WITH_USER, NO_PAT: True},
         responses=error_responses({403: [NOT_ENOUGH_PRIVILEGES], 404: [USER_NOT_FOUND, SESSION_NOT_FOUND]}),
     )
     async def delete_user_session(
