@@ -250,7 +250,10 @@ class RefreshForm(Struct, kw_only=True):
     """The OAuth2 refresh-token grant (RFC 6749 section 6), as a form."""
 
     grant_type: Annotated[str, Meta(pattern="^refresh_token$")]
-    refresh_token: Secret
+    # Never empty: an empty field counts as absent (as the login form's), so the document says so.
+    refresh_token: Annotated[
+        str, Meta(min_length=1, max_length=FORM_FIELD_MAX, extra_json_schema={"extra": SECRET_SCHEMA})
+    ]
 
 
 # The template's component name (not a valid identifier), which generated SDKs use as the model name.
