@@ -139,6 +139,7 @@ def test_memory_files_and_connections_stay_flat_under_a_mixed_load(postgres_data
         growth = end.rss_kib[pid] - warm.rss_kib[pid]
         assert growth < RSS_GROWTH_LIMIT_KIB, (pid, warm.rss_kib[pid], end.rss_kib[pid], requests)
         assert end.open_files[pid] - warm.open_files[pid] <= OPEN_FILES_GROWTH_LIMIT, (warm, end)
-    # The pools are fixed: connections are neither leaked nor churned into more.
-    assert end.connections <= warm.connections + 1, (warm.connections, end.connections)
-    assert end.connections <= 2 * 20, end.connections
+    # The pools are fixed (20 a worker, no overflow): however many the load's peaks open, a leak would pass that.
+    # (Not "as many as after the warm-up": a pool opens connections as concurrency peaks, and on a busy machine a
+    # later peak is higher; 6 then 8 seen.)
+    assert end.connections <= 2 * 20, (warm.connections, end.connections)
