@@ -471,6 +471,28 @@ class Records(logging.Handler):
         self.records.append(record)
 
 
+# ---------------------------------------------------------------- audit events
+
+
+def audit_events(records: Records) -> list[dict[str, Any]]:
+    return [dict(record.msg) for record in records.records if isinstance(record.msg, dict)]
+
+
+@pytest.fixture
+def audit_records() -> Iterator[Records]:
+    records = Records()
+    audit_log = logging.getLogger("app.audit")
+    audit_log.addHandler(records)
+    try:
+        yield records
+    finally:
+        audit_log.removeHandler(records)
+
+
+def named(records: Records, event: str) -> list[dict[str, Any]]:
+    return [entry for entry in audit_events(records) if entry["event"] == event]
+
+
 def children_of(pid: int) -> list[int]:
     """The processes whose parent is `pid` (uvicorn's workers, say), from /proc."""
     found = []

@@ -3,10 +3,7 @@ account acted on and who acted, whatever LOG_LEVEL is; and no event carries a pa
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
 from datetime import timedelta
-from typing import Any
 
 import httpx
 import pytest
@@ -18,30 +15,13 @@ from tests.conftest import (
     LiveServer,
     Records,
     Served,
+    audit_events,
     create_app,
     login,
     make_settings,
+    named,
     random_email,
 )
-
-
-def audit_events(records: Records) -> list[dict[str, Any]]:
-    return [dict(record.msg) for record in records.records if isinstance(record.msg, dict)]
-
-
-@pytest.fixture
-def audit_records() -> Iterator[Records]:
-    records = Records()
-    audit_log = logging.getLogger("app.audit")
-    audit_log.addHandler(records)
-    try:
-        yield records
-    finally:
-        audit_log.removeHandler(records)
-
-
-def named(records: Records, event: str) -> list[dict[str, Any]]:
-    return [entry for entry in audit_events(records) if entry["event"] == event]
 
 
 def test_logins_succeeded_and_failed(client: httpx.Client, user: Account, audit_records: Records) -> None:

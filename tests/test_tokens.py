@@ -6,12 +6,11 @@ logic (mint, checksum, parse)."""
 from __future__ import annotations
 
 import hashlib
-import logging
 import re
 import time
 import uuid
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from tests.conftest import (
     drop_postgres_database,
     login,
     make_settings,
+    named,
     random_email,
     sent_by,
 )
@@ -56,22 +56,6 @@ def create_token(http: httpx.Client, account: Account, **fields: Any) -> dict[st
 
 def bearer(token: dict[str, Any] | str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token['token'] if isinstance(token, dict) else token}"}
-
-
-@pytest.fixture
-def audit_records() -> Iterator[Records]:
-    records = Records()
-    audit_log = logging.getLogger("app.audit")
-    audit_log.addHandler(records)
-    try:
-        yield records
-    finally:
-        audit_log.removeHandler(records)
-
-
-def named(records: Records, event: str) -> list[dict[str, Any]]:
-    events = [dict(record.msg) for record in records.records if isinstance(record.msg, dict)]
-    return [entry for entry in events if entry["event"] == event]
 
 
 def token_row(served: Served, token_id: str) -> dict[str, Any] | None:
