@@ -878,6 +878,8 @@ class UserService:
         """By a superuser; the user as it was comes from the caller's own statement (ReadWithCaller). A superuser
         may neither demote nor deactivate themself, as they may not delete themself: the last one would lock
         administration out."""
+        if self.by_pat and ("email" in changes or "password" in changes):
+            raise Forbidden(NOT_WITH_PAT)  # a leaked token must not take over accounts by their credentials
         if user_id == self.caller.id:
             if changes.get("is_superuser") is False:
                 raise Forbidden(SUPERUSER_SELF_DEMOTE)

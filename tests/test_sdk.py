@@ -9,7 +9,7 @@ from types import ModuleType
 import httpx
 import pytest
 
-from tests.conftest import SUPERUSER_EMAIL, SUPERUSER_PASSWORD, Served
+from tests.conftest import SUPERUSER_EMAIL, SUPERUSER_PASSWORD, LiveServer, Served, create_app, make_settings
 
 pytestmark = pytest.mark.system  # every test here starts a process
 
@@ -125,3 +125,51 @@ def test_generated_client_makes_a_personal_access_token_and_uses_it(sdk: ModuleT
     assert isinstance(revoked, models.Message)
     assert revoked.message == "Token revoked"
     assert read_me.sync_detailed(client=job).status_code == 403
+
+
+def test_generated_client_rotates_a_refresh_token(sdk: ModuleType, served: Served) -> None:
+    """With refresh tokens on, as an SDK user holds them: the login's answer is typed as the template's `Token`, so
+    its refresh token is among the extra properties; each refresh answers a typed `TokenPair`, and a refresh token
+    presented a second time ends the session of both."""
+    name = sdk.__name__
+    client_module = importlib.import_module(f"{name}.client")
+    models = importlib.import_module(f"{name}.models")
+    login = importlib.import_module(f"{name}.api.login.login_login_access_token")
+    refresh = importlib.import_module(f"{name}.api.login.login_refresh_access_token")
+    read_me = importlib.import_module(f"{name}.api.users.users_read_user_me")
+
+    settings = make_settings(served.database.url, ACCESS_TOKEN_EXPIRE_MINUTES="5", REFRESH_TOKEN_EXPIRE_MINUTES="60")
+    with LiveServer(create_app(settings)) as server:
+        anonymous = client_module.Client(base_url=server.url)
+        token = login.sync(
+            client=anonymous,
+            body=models.BodyLoginLoginAccessToken(username=SUPERUSER_EMAIL, password=SUPERUSER_PASSWORD),
+        )
+        assert isinstance(token, models.Token)
+        assert token.additional_properties["expires_in"] == 300
+        first = token.additional_properties["refresh_token"]
+
+        rotated = refresh.sync(
+            client=anonymous, body=models.RefreshForm(grant_type="refresh_token", refresh_token=first)
+        )
+        assert isinstance(rotated, models.TokenPair)
+        assert rotated.refresh_token != first
+        assert rotated.expires_in == 300
+        holder = client_module.AuthenticatedClient(base_url=server.url, token=rotated.access_token)
+        me = read_me.sync(client=holder)
+        assert isinstance(me, models.UserPublic)
+        assert me.email == SUPERUSER_EMAIL
+
+        reused = refresh.sync_detailed(
+            client=anonymous, body=models.RefreshForm(grant_type="refresh_token", refresh_token=first)
+        )
+        assert reused.status_code == 400
+        assert isinstance(reused.parsed, models.HTTPError)
+        assert reused.parsed.detail == "Invalid refresh token"
+        # The reuse ended the session: its newest tokens stop working too.
+        assert read_me.sync_detailed(client=holder).status_code == 403
+        again = refresh.sync_detailed(
+            client=anonymous,
+            body=models.RefreshForm(grant_type="refresh_token", refresh_token=rotated.refresh_token),
+        )
+        assert again.status_code == 400

@@ -288,6 +288,25 @@ def test_no_token_manages_tokens_or_credentials(client: httpx.Client, user: Acco
     login(client, user.email, user.password)  # the password did not change
 
 
+def test_a_superusers_token_changes_no_accounts_credentials(client: httpx.Client, new_account: UserFactory) -> None:
+    """A leaked superuser's token must not take over an account by giving it a new email (recovery links go there)
+    or password; it may still change the rest."""
+    admin, other = new_account(is_superuser=True), new_account()
+    token = bearer(create_token(client, admin, scope="read-write"))
+    for change in (
+        {"email": random_email()},
+        {"password": "a-new-good-password"},
+        {"full_name": "x", "email": "a@b.co"},
+    ):
+        response = client.patch(f"/users/{other.id}", json=change, headers=token)
+        assert (response.status_code, response.json()) == (403, NOT_WITH_PAT), change
+    login(client, other.email, other.password)  # neither changed
+    renamed = client.patch(f"/users/{other.id}", json={"full_name": "Renamed"}, headers=token)
+    assert (renamed.status_code, renamed.json()["full_name"]) == (200, "Renamed")
+    by_login = client.patch(f"/users/{other.id}", json={"password": "a-new-good-password"}, headers=admin.headers)
+    assert by_login.status_code == 200
+
+
 # ---------------------------------------------------------------- how a token ends
 
 

@@ -216,13 +216,18 @@ class UsersController(Controller):
         # The user as they were (for the audit of what changed), read in the caller's own statement.
         opt={READ_WITH_CALLER: ReadWithCaller(User, UserPublic, "user_id")},
         responses=error_responses(
-            {403: [SUPERUSER_SELF_DEMOTE, SUPERUSER_SELF_DEACTIVATE], 404: [UNKNOWN_USER_ID], 409: [EMAIL_TAKEN]}
+            {
+                403: [SUPERUSER_SELF_DEMOTE, SUPERUSER_SELF_DEACTIVATE, NOT_WITH_PAT + " (a new email or password)"],
+                404: [UNKNOWN_USER_ID],
+                409: [EMAIL_TAKEN],
+            }
         ),
     )
     async def update_user(
         self, users: NamedDependency[UserService], user_id: FromPath[UUID], data: JSONBody[UserUpdate]
     ) -> UserPublic:
-        """Update a user; a new password is hashed and revokes their tokens."""
+        """Update a user; a new password is hashed and revokes their tokens. A personal access token may not change
+        an email or a password."""
         return await users.update(user_id, changes(data), UNKNOWN_USER_ID)
 
     @delete(
