@@ -11,6 +11,7 @@ import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 from dotenv import dotenv_values
@@ -92,6 +93,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # The longest lifetime, in days, a personal access token may be given when it is made (README "Personal access
     # tokens"); lowering it does not shorten the tokens already made.
     PAT_MAX_DAYS: Annotated[int, msgspec.Meta(ge=1)] = 365
+    # Audit events also stored in the database (README "Audit trail"): off unless asked for. Written in batches after
+    # the answers, every AUDIT_FLUSH_SECONDS; kept AUDIT_RETENTION_DAYS days (0: for ever).
+    AUDIT_STORE_ENABLED: bool = False
+    AUDIT_RETENTION_DAYS: Annotated[int, msgspec.Meta(ge=0)] = 365
+    AUDIT_FLUSH_SECONDS: Annotated[float, msgspec.Meta(gt=0, le=60)] = 1.0
+    # New passwords checked against a Have I Been Pwned range API (README "Breached passwords"): off when unset.
+    PASSWORD_BREACH_CHECK_URL: str | None = None
+    PASSWORD_BREACH_MIN_COUNT: Annotated[int, msgspec.Meta(ge=1)] = 1
+    PASSWORD_BREACH_FAIL_CLOSED: bool = False
+    PASSWORD_BREACH_TIMEOUT: Annotated[float, msgspec.Meta(gt=0, le=30)] = 2.0
     # The built frontend served at `/` (the template's Vite build writes it to app/frontend). Unset: app/frontend
     # when it is there, else no frontend; set: it must exist.
     FRONTEND_DIR: str | None = None
@@ -193,7 +204,17 @@ def load_settings(environ: dict[str, str] | None = None, env_file: Path | None =
     _database(settings)
     _check_secrets(settings)
     _check_frontend_dir(settings)
+    _check_breach_url(settings)
     return settings
+
+
+def _check_breach_url(settings: Settings) -> None:
+    url = settings.PASSWORD_BREACH_CHECK_URL
+    if url is None:
+        return
+    parsed = urlsplit(url)
+    if parsed.scheme not in {"http", "https"} or not parsed.hostname or parsed.query or parsed.fragment:
+        raise SettingsError(f"PASSWORD_BREACH_CHECK_URL: an http(s) URL with a host, no query (got {url!r})")
 
 
 def _check_frontend_dir(settings: Settings) -> None:
