@@ -4,6 +4,8 @@ by its domain only. Never a password, token, hash or reset link."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextvars import ContextVar
 from enum import StrEnum
 from typing import Any
 from uuid import UUID
@@ -34,8 +36,17 @@ class AuditEvent(StrEnum):
     PAT_REVOKED = "pat.revoked"
 
 
+# Where the app that serves the request keeps its events too (app/audit_store.py), when it stores them: set for each
+# request by that app, so two apps in one process (the tests) each store their own.
+Sink = Callable[[str, UUID | None, UUID | None, dict[str, Any]], None]
+SINK: ContextVar[Sink | None] = ContextVar("audit_sink", default=None)
+
+
 def audit(event: AuditEvent, *, user_id: UUID | None = None, actor_id: UUID | None = None, **fields: Any) -> None:
     """`user_id`: the account acted on; `actor_id`: who acted (None for the account itself or nobody signed in)."""
+    sink = SINK.get()
+    if sink is not None:
+        sink(event.value, user_id, actor_id, fields)
     log.info(
         event.value,
         audit=True,

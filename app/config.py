@@ -92,6 +92,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # The longest lifetime, in days, a personal access token may be given when it is made (README "Personal access
     # tokens"); lowering it does not shorten the tokens already made.
     PAT_MAX_DAYS: Annotated[int, msgspec.Meta(ge=1)] = 365
+    # Audit events also stored in the database (README "Audit trail"): off unless asked for. Written in batches after
+    # the answers, every AUDIT_FLUSH_SECONDS; kept AUDIT_RETENTION_DAYS days (0: for ever).
+    AUDIT_STORE_ENABLED: bool = False
+    AUDIT_RETENTION_DAYS: Annotated[int, msgspec.Meta(ge=0)] = 365
+    AUDIT_FLUSH_SECONDS: Annotated[float, msgspec.Meta(gt=0, le=60)] = 1.0
     # The built frontend served at `/` (the template's Vite build writes it to app/frontend). Unset: app/frontend
     # when it is there, else no frontend; set: it must exist.
     FRONTEND_DIR: str | None = None

@@ -22,11 +22,13 @@ from litestar.types import Message, Scope
 from opentelemetry.sdk.trace import TracerProvider
 from sqlalchemy.engine import make_url
 
+from app.api.audit import AuditController
 from app.api.items import ItemsController
 from app.api.login import LoginController
 from app.api.private import PrivateController
 from app.api.users import UsersController
 from app.api.utils import UtilsController
+from app.audit_store import AuditStore
 from app.auth import EXCLUDE_FROM_AUTH, auth_middleware
 from app.background import Background
 from app.cli import AdminCLIPlugin
@@ -181,11 +183,17 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
     pruner = Pruner(fast)
     # Jobs after the answer (a personal access token's last use, app/auth.py).
     background = Background()
+    # Audit events stored after the answers, when asked for (app/audit_store.py).
+    audit_store = (
+        AuditStore(fast, settings.AUDIT_FLUSH_SECONDS, settings.AUDIT_RETENTION_DAYS)
+        if settings.AUDIT_STORE_ENABLED
+        else None
+    )
     tracing = Tracing(settings, tracer_provider) if tracing_enabled(settings) else None
     if tracing is not None:
         tracing.instrument(db_config.get_engine(), fast)
 
-    controllers: list[Any] = [LoginController, UsersController, ItemsController, UtilsController]
+    controllers: list[Any] = [LoginController, UsersController, ItemsController, UtilsController, AuditController]
     if settings.private_routes_enabled:
         controllers.append(PrivateController)
     services = {
@@ -226,6 +234,7 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
             freeze_startup_objects,
             partial(announce, settings),
             pruner.start,
+            *([audit_store.start] if audit_store else []),
             *(observer.start for observer in (metrics, tracing) if observer),
         ],
         on_shutdown=[
@@ -233,6 +242,7 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
             touches.close,
             outbox.close,
             background.close,
+            *([audit_store.stop] if audit_store else []),
             rate_limiter.close,
             *(observer.stop for observer in (metrics, tracing) if observer),
             flush_logs,
@@ -279,6 +289,8 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
         debug=False,
     )
     complete_allow_headers(app)
+    if audit_store is not None:
+        app.asgi_handler = audit_store.wrap(app.asgi_handler)
     if metrics is not None:  # outside routing, so that a path no route matches is counted too
         app.asgi_handler = metrics.wrap(app.asgi_handler)
     app.state.settings = settings

@@ -291,3 +291,19 @@ class Readiness(Struct):
 
     rate_limits: RateLimitMode
     status: Literal["ready"] = "ready"
+
+
+class AuditEventPublic(Struct):
+    """A stored audit event: `details` holds its log line's other fields (README "Audit events")."""
+
+    id: UUID
+    created_at: datetime
+    event: str
+    subject_id: UUID | None
+    actor_id: UUID | None
+    details: dict[str, Any]
+
+
+class AuditEventsPublic(Struct):
+    data: list[AuditEventPublic]
+    count: int

@@ -7,7 +7,7 @@ from uuid import UUID, uuid5
 
 from advanced_alchemy.base import AdvancedDeclarativeBase, CommonTableAttributes
 from advanced_alchemy.types import GUID, DateTimeUTC
-from sqlalchemy import Boolean, Column, ForeignKey, Index, Integer, String, Table
+from sqlalchemy import Boolean, Column, ForeignKey, Index, Integer, String, Table, Text
 from sqlalchemy.ext.asyncio import AsyncAttrs
 from sqlalchemy.orm import Mapped, mapped_column, validates
 from uuid_utils.compat import uuid7
@@ -127,6 +127,24 @@ class PersonalAccessToken(Base):
     last_used_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
     expires_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
+
+
+class AuditRecord(Base):
+    """An audit event as stored (app/audit_store.py): what its log line carries, `details` its other fields as JSON.
+    Append-only: no foreign keys (an event outlives the accounts it names), and on PostgreSQL a trigger refuses
+    UPDATE (migration 0009); rows are deleted only by the retention pruning."""
+
+    __tablename__ = "audit_event"
+    __table_args__ = (
+        Index("ix_audit_event_created_at", "created_at"),
+        Index("ix_audit_event_subject_id_created_at", "subject_id", "created_at"),
+        Index("ix_audit_event_actor_id_created_at", "actor_id", "created_at"),
+    )
+
+    event: Mapped[str] = mapped_column(String(50))
+    subject_id: Mapped[UUID | None] = mapped_column(GUID, nullable=True)
+    actor_id: Mapped[UUID | None] = mapped_column(GUID, nullable=True)
+    details: Mapped[str] = mapped_column(Text, default="{}")
 
 
 metadata = Base.metadata

@@ -74,6 +74,8 @@ EXTRA_OPERATION_IDS = {
     "users-create_personal_access_token",
     "users-read_personal_access_tokens",
     "users-revoke_personal_access_token",
+    # The audit trail (README "Audit trail").
+    "audit-read_audit_events",
 }
 
 

@@ -65,6 +65,9 @@ EXTRA_TYPES = {
     "PersonalAccessTokenCreated",
     "PersonalAccessTokenPublic",
     "PersonalAccessTokensPublic",
+    # The audit trail (README "Audit trail").
+    "AuditEventPublic",
+    "AuditEventsPublic",
     *(
         f"{operation}{suffix}"
         for operation in (
@@ -78,6 +81,7 @@ EXTRA_TYPES = {
             "usersCreatePersonalAccessToken",
             "usersReadPersonalAccessTokens",
             "usersRevokePersonalAccessToken",
+            "auditReadAuditEvents",
         )
         for suffix in ("Data", "Error", "Errors", "Response", "Responses")
     ),
@@ -95,6 +99,7 @@ EXTRA_METHODS = {
     "UsersService.createPersonalAccessToken": "POST /api/v1/users/me/tokens",
     "UsersService.readPersonalAccessTokens": "GET /api/v1/users/me/tokens",
     "UsersService.revokePersonalAccessToken": "DELETE /api/v1/users/me/tokens/{token_id}",
+    "AuditService.readAuditEvents": "GET /api/v1/audit/",
 }
 # A line our client may add to a type the template's has: an error answer we document (`{"detail": "..."}`).
 EXTRA_LINE = re.compile(r"^(400|401|403|404|409|429|502|503): HTTPError;$")
