@@ -99,7 +99,7 @@ EXTRA_METHODS = {
     "UsersService.createPersonalAccessToken": "POST /api/v1/users/me/tokens",
     "UsersService.readPersonalAccessTokens": "GET /api/v1/users/me/tokens",
     "UsersService.revokePersonalAccessToken": "DELETE /api/v1/users/me/tokens/{token_id}",
-    "AuditService.readAuditEvents": "GET /api/v1/audit/",
+    "AuditService.readAuditEvents": "GET /api/v1/audit",
 }
 # A line our client may add to a type the template's has: an error answer we document (`{"detail": "..."}`).
 EXTRA_LINE = re.compile(r"^(400|401|403|404|409|429|502|503): HTTPError;$")
