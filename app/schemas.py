@@ -168,13 +168,17 @@ class PrivateUserCreate(WithEmail, Struct):
     is_verified: bool = False
 
 
-class SessionPublic(Struct):
+# A session as its row holds it (what the fast statement selects); the API adds whether it is the caller's.
+class SessionShown(Struct):
     id: UUID
     created_at: datetime
     last_used_at: datetime
     expires_at: datetime
     label: str
     client_network: str
+
+
+class SessionPublic(SessionShown):
     current: bool
 
 

@@ -73,6 +73,7 @@ from app.schemas import (
     PersonalAccessTokenPublic,
     PersonalAccessTokensPublic,
     SessionPublic,
+    SessionShown,
     SessionsPublic,
     UserPublic,
     UsersPublic,
@@ -424,17 +425,6 @@ class ItemRepository(SQLAlchemyAsyncRepository[Item]):
         return bool(await fast.rows(cls.DELETE, {"where_id": item_id}))
 
 
-class SessionRow(msgspec.Struct):
-    """A session as the API shows it, but for `current` (which the caller's token decides)."""
-
-    id: UUID
-    created_at: datetime
-    last_used_at: datetime
-    expires_at: datetime
-    label: str
-    client_network: str
-
-
 class Refreshed(msgspec.Struct):
     """A session a refresh token rotated: what the new access token is minted from."""
 
@@ -476,7 +466,7 @@ class SessionRepository:
     # One user's live sessions, newest first, each row with the total (a user has a handful: a window count is
     # cheap here).
     LIVE_PAGE = (
-        select(*columns(UserSession, SessionRow), func.count().over().label("total"))
+        select(*columns(UserSession, SessionShown), func.count().over().label("total"))
         .join(User, _SESSION_USER)
         .where(UserSession.user_id == bindparam("owner_id"), _LIVE)
         .order_by(*_NEWEST_FIRST)
@@ -560,9 +550,9 @@ class SessionRepository:
     @classmethod
     async def read_live_page(
         cls, fast: Executor, user_id: UUID, now: datetime, skip: int, limit: int
-    ) -> tuple[list[SessionRow], int]:
+    ) -> tuple[list[SessionShown], int]:
         return await fast.page(
-            SessionRow, cls.LIVE_PAGE, cls.LIVE_COUNT, {"owner_id": user_id, "now": now}, skip, limit
+            SessionShown, cls.LIVE_PAGE, cls.LIVE_COUNT, {"owner_id": user_id, "now": now}, skip, limit
         )
 
     @classmethod
