@@ -46,6 +46,7 @@ from datetime import UTC, datetime
 from importlib.metadata import version
 from itertools import count
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -531,8 +532,8 @@ class Ours(Target):
             self.callers["admin"] = Caller(ADMIN_EMAIL, admin_token, me.json()["id"])
             self.callers["reader"] = create_caller(client, admin, READER_EMAIL, 100)
             self.callers["writer"] = create_caller(client, admin, WRITER_EMAIL, 100)
-            self.list_user_ids = asyncio.run(self.insert_users("listed", LIST_USERS, days_ago=1))
-            self.me_users = [(user_id, self.token(user_id)) for user_id in self.list_user_ids]
+            self.me_users = asyncio.run(self.insert_users("listed", LIST_USERS, days_ago=1))
+            self.list_user_ids = [user_id for user_id, _ in self.me_users]
             # The minted tokens work (or the service's token format has changed).
             check = client.get(f"{API}/users/me", headers={"Authorization": f"Bearer {self.me_users[0][1]}"})
             check.raise_for_status()
@@ -566,11 +567,18 @@ class Ours(Target):
         asyncio.run(insert())
         self.callers["hoarder"] = hoarder
 
-    def token(self, user_id: str) -> str:
-        return jwt.encode({"sub": user_id, "exp": int(time.time()) + 6 * 3600}, self.secret, algorithm="HS256")
+    def token(self, user_id: str, session_id: str | None) -> str:
+        """An access token as a login mints it: of its session (`sid`) where the schema has sessions (migration
+        0007), else the template's claim set, which the service takes as a legacy token."""
+        now = int(time.time())
+        if session_id is None:
+            return jwt.encode({"sub": user_id, "exp": now + 6 * 3600}, self.secret, algorithm="HS256")
+        claims = {"sub": user_id, "typ": "access", "ver": 0, "sid": session_id, "iat": now, "exp": now + 6 * 3600}
+        return jwt.encode(claims, self.secret, algorithm="HS256")
 
-    async def insert_users(self, prefix: str, number: int, days_ago: int) -> list[str]:
-        """`number` active normal users `<prefix><n>@bench.example.com` with the seed password's argon2 hash."""
+    async def insert_users(self, prefix: str, number: int, days_ago: int) -> list[tuple[str, str]]:
+        """`number` active normal users `<prefix><n>@bench.example.com` with the seed password's argon2 hash, each
+        with a token of their own session (as if they had logged in): (id, token) pairs."""
         connection = await asyncpg.connect(self.dsn)
         try:
             rows = await connection.fetch(
@@ -588,9 +596,27 @@ class Ours(Target):
                 days_ago,
                 number,
             )
+            user_ids = [row["id"] for row in rows]
+            sessions: dict[Any, Any] = {}
+            if await connection.fetchval("SELECT to_regclass('user_session') IS NOT NULL"):
+                inserted = await connection.fetch(
+                    """
+                    INSERT INTO user_session (id, user_id, created_at, last_used_at, expires_at, label,
+                                              client_network, token_version, refresh_generation, legacy)
+                    SELECT gen_random_uuid(), user_id, now(), now(), now() + interval '6 hours', 'bench', '', 0, 0,
+                           false
+                    FROM unnest($1::uuid[]) AS user_id
+                    RETURNING user_id, id
+                    """,
+                    user_ids,
+                )
+                sessions = {row["user_id"]: row["id"] for row in inserted}
         finally:
             await connection.close()
-        return [str(row["id"]) for row in rows]
+        return [
+            (str(user_id), self.token(str(user_id), str(sessions[user_id]) if sessions else None))
+            for user_id in user_ids
+        ]
 
     def delete_ids(self, seconds: float, connections: int) -> list[tuple[str, ...]]:
         async def insert() -> list[tuple[str, ...]]:
@@ -615,8 +641,7 @@ class Ours(Target):
 
     def password_users(self, seconds: float, connections: int) -> list[tuple[str, ...]]:
         number = int(PASSWORD_CHANGES_PER_SECOND * seconds) + 4 * connections
-        ids = asyncio.run(self.insert_users(f"pw-{uuid.uuid4().hex[:8]}-", number, days_ago=2))
-        return [(user_id, self.token(user_id)) for user_id in ids]
+        return list(asyncio.run(self.insert_users(f"pw-{uuid.uuid4().hex[:8]}-", number, days_ago=2)))
 
 
 async def api_many(
