@@ -41,7 +41,7 @@ from app.services import (
     record_pat_use,
     session_admits,
 )
-from app.sessions import TOUCH_EVERY, TOUCH_STATE_KEY
+from app.sessions import TOUCH_EVERY, Touches
 from db.executor import Executor
 from db.models import utc_now
 
@@ -52,8 +52,10 @@ NO_PAT = "no_pat"
 # What a `read` personal access token may do (any other method is refused 403 READ_ONLY_TOKEN).
 READING_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 WRITE_SCOPE = "read-write"
-# The request state's key of a token use to note after the response (a (token id, user id, first use) tuple).
+# The request state's keys of what is written after the response: a token use to note (a (token id, user id, first
+# use) tuple), a session whose last_used_at is stale (its id).
 _PAT_USED = "pat_used"
+_TOUCH = "touch_session"
 # Tokens whose use this process noted lately (by id, with when): at most this many are remembered.
 _NOTED_MAX = 10_000
 
@@ -71,12 +73,21 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
     A route whose opt declares a `ReadWithCaller` (under READ_WITH_CALLER) gets that row read in the caller's own
     statement and left in the request state under the same key, as a `Found`: one round trip instead of two."""
 
-    def __init__(self, app: ASGIApp, settings: Settings, fast: Executor, background: Background, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        settings: Settings,
+        fast: Executor,
+        background: Background,
+        touches: Touches,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(app, exclude_from_auth_key=EXCLUDE_FROM_AUTH, exclude_http_methods=["OPTIONS"], **kwargs)
         self.settings = settings
         self.fast = fast
         self.token_lifetime = timedelta(minutes=settings.ACCESS_TOKEN_EXPIRE_MINUTES)
         self.background = background
+        self.touches = touches
         self._noted: dict[UUID, datetime] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -84,9 +95,16 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
             await super().__call__(scope, receive, send)
         finally:
             # After the response (or the refusal raised to the exception handlers): never a statement of the request.
-            used = scope.get("state", {}).pop(_PAT_USED, None)
-            if used is not None:
-                self.background.post("pat_used", partial(record_pat_use, self.fast, *used))
+            # Here rather than in an after_response hook, which every route, this middleware's excluded ones too,
+            # would pay for (a Request's state built per request).
+            state = scope.get("state")
+            if state:
+                used = state.pop(_PAT_USED, None)
+                if used is not None:
+                    self.background.post("pat_used", partial(record_pat_use, self.fast, *used))
+                stale_session = state.pop(_TOUCH, None)
+                if stale_session is not None:
+                    self.touches.post(stale_session)
 
     async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
         scheme, _, token = connection.headers.get("authorization", "").partition(" ")
@@ -118,7 +136,7 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
             # session that changed its own password).
             raise PermissionDeniedException(INVALID_CREDENTIALS)
         if session is not None and session.last_used_at < now - TOUCH_EVERY:
-            connection.state[TOUCH_STATE_KEY] = session.id  # written after the answer (app/sessions.py)
+            connection.state[_TOUCH] = session.id  # written after the answer (app/sessions.py)
         bind_user(user.id)
         return AuthenticationResult(user=user, auth=access)
 
@@ -171,8 +189,8 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
         return True
 
 
-def auth_middleware(settings: Settings, fast: Executor, background: Background) -> DefineMiddleware:
-    return DefineMiddleware(BearerAuthMiddleware, settings=settings, fast=fast, background=background)
+def auth_middleware(settings: Settings, fast: Executor, background: Background, touches: Touches) -> DefineMiddleware:
+    return DefineMiddleware(BearerAuthMiddleware, settings=settings, fast=fast, background=background, touches=touches)
 
 
 async def requires_superuser(connection: ASGIConnection[Any, Caller, Any, Any], _: BaseRouteHandler) -> None:

@@ -228,7 +228,7 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
         middleware=[
             request_logging,
             *([tracing.middleware] if tracing else []),
-            auth_middleware(settings, fast, background),
+            auth_middleware(settings, fast, background, touches),
         ],
         on_startup=[
             freeze_startup_objects,
@@ -248,7 +248,6 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
             flush_logs,
         ],
         before_send=[preflight_ok, log_response],
-        after_response=touches.after_response,
         before_request=reject_nul_characters,
         exception_handlers=exception_handlers,
         cors_config=CORSConfig(

@@ -7,11 +7,9 @@ import asyncio
 import contextlib
 import ipaddress
 from datetime import datetime, timedelta
-from typing import Any
 from uuid import UUID
 
 import structlog
-from litestar import Request
 
 from app.services import SessionRepository
 from db.executor import Executor
@@ -22,8 +20,6 @@ log = structlog.get_logger("app.sessions")
 LABEL_MAX = 100
 TOUCH_EVERY = timedelta(seconds=60)
 PRUNE_EVERY_SECONDS = 600.0
-# Where the auth middleware leaves the session to touch after the answer (the request's state).
-TOUCH_STATE_KEY = "touch_session"
 
 
 def session_label(user_agent: str) -> str:
@@ -71,12 +67,6 @@ class Touches:
             log.warning("session last_used_at not written", error=type(exc).__name__)
         finally:
             self._pending.discard(session_id)
-
-    async def after_response(self, request: Request[Any, Any, Any]) -> None:
-        """The app's after_response hook: touches the session the auth middleware found stale."""
-        session_id = request.state.get(TOUCH_STATE_KEY)
-        if isinstance(session_id, UUID):
-            self.post(session_id)
 
     async def close(self) -> None:
         if self._tasks:
