@@ -844,6 +844,7 @@ class UserService:
     async def create_account(self, fields: dict[str, Any], duplicate_message: str) -> UserPublic:
         """One INSERT; an email whose identity is taken is refused by the unique index (also when a concurrent
         request took it a moment before), after the same hash work as a new one."""
+        await self._check_new_password(fields["password"], "password")
         hashed_password = await self.passwords.hash(fields.pop("password"))
         row = {
             "id": uuid7(),

@@ -30,10 +30,12 @@ from tests.conftest import (
     Mailbox,
     Records,
     Served,
+    counting,
     free_port,
     login,
     make_settings,
     random_email,
+    sent_by,
 )
 from tests.test_emails import recovery_subject, token_from, wait_for_mail
 
@@ -195,7 +197,7 @@ def test_signup_refuses_a_breached_password_and_writes_nothing(serve: Serve, ran
     email = random_email()
     with serve() as api:
         response = signup(api.http, BREACHED_PASSWORD, email)
-        assert response.status_code == 422
+        assert response.status_code == 422, (range_api.paths, api.http.base_url)
         assert response.json() == refused("password")
         assert BREACHED_PASSWORD not in response.text
         assert_only_prefixes_sent(range_api, BREACHED_PASSWORD)
@@ -289,6 +291,23 @@ def test_a_superuser_may_not_set_a_breached_password_either(
         response = api.http.post("/users/", json={"email": email, "password": CLEAN_PASSWORD}, headers=admin)
         assert response.status_code == 200, response.text
     assert_only_prefixes_sent(range_api, BREACHED_PASSWORD, BREACHED_PASSWORD, CLEAN_PASSWORD)
+
+
+def test_a_refusal_sends_no_statement_and_a_signup_stays_one_insert(served: Served, range_api: RangeApi) -> None:
+    """The check comes before anything is read or written; on, a signup still sends one statement (as off,
+    tests/test_statements.py)."""
+    app = create_app(make_settings(served.database.url, PASSWORD_BREACH_CHECK_URL=range_api.url))
+    with counting(app) as (http, statements):
+        body = {"email": random_email(), "password": BREACHED_PASSWORD}
+        response, sent = sent_by(http, statements, "POST", "/users/signup", json=body)
+        assert response.status_code == 422
+        assert sent == []
+        body["password"] = CLEAN_PASSWORD
+        response, sent = sent_by(http, statements, "POST", "/users/signup", json=body)
+        assert response.status_code == 200
+        assert len(sent) == 1
+        assert sent[0].lstrip().upper().startswith("INSERT")
+    assert_only_prefixes_sent(range_api, BREACHED_PASSWORD, CLEAN_PASSWORD)
 
 
 @pytest.mark.parametrize(("min_count", "status"), [(SEEN, 422), (SEEN + 1, 200)])
