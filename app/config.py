@@ -11,6 +11,7 @@ import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 from dotenv import dotenv_values
@@ -97,6 +98,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     AUDIT_STORE_ENABLED: bool = False
     AUDIT_RETENTION_DAYS: Annotated[int, msgspec.Meta(ge=0)] = 365
     AUDIT_FLUSH_SECONDS: Annotated[float, msgspec.Meta(gt=0, le=60)] = 1.0
+    # New passwords looked up in a Have I Been Pwned style range API (README "Breached passwords"): off when unset.
+    # The base URL, e.g. https://api.pwnedpasswords.com/range; refused from MIN_COUNT sightings on; a range API that
+    # does not answer in TIMEOUT_SECONDS lets the password through, unless FAIL_CLOSED (then 503).
+    PASSWORD_BREACH_CHECK_URL: str | None = None
+    PASSWORD_BREACH_MIN_COUNT: Annotated[int, msgspec.Meta(ge=1)] = 1
+    PASSWORD_BREACH_TIMEOUT_SECONDS: Annotated[float, msgspec.Meta(gt=0, le=30)] = 2.0
+    PASSWORD_BREACH_FAIL_CLOSED: bool = False
     # The built frontend served at `/` (the template's Vite build writes it to app/frontend). Unset: app/frontend
     # when it is there, else no frontend; set: it must exist.
     FRONTEND_DIR: str | None = None
@@ -198,7 +206,26 @@ def load_settings(environ: dict[str, str] | None = None, env_file: Path | None =
     _database(settings)
     _check_secrets(settings)
     _check_frontend_dir(settings)
+    _check_breach_url(settings)
     return settings
+
+
+def _check_breach_url(settings: Settings) -> None:
+    """The range API's base: the prefix is appended as a path segment, so a query or fragment would swallow it."""
+    url = settings.PASSWORD_BREACH_CHECK_URL
+    if url is None:
+        return
+    try:
+        parts = urlsplit(url)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # an unclosed [IPv6] host, a port that is no number
+        valid = False
+    # Not repeated in the message: a URL may carry credentials.
+    if not valid or parts.query or parts.fragment:
+        raise SettingsError(
+            "PASSWORD_BREACH_CHECK_URL: must be an http(s) URL with a host and no query or fragment, e.g. "
+            "https://api.pwnedpasswords.com/range"
+        )
 
 
 def _check_frontend_dir(settings: Settings) -> None:

@@ -96,6 +96,11 @@ class Unprocessable(DomainError):
         self.errors = errors
 
 
+class Unavailable(DomainError):
+    """A service this one relies on for the request did not answer, and the request may not go on without it (503,
+    with Retry-After as the database's 503)."""
+
+
 _DOMAIN_STATUS: dict[type[DomainError], int] = {
     Rejected: HTTP_400_BAD_REQUEST,
     Forbidden: HTTP_403_FORBIDDEN,
@@ -223,6 +228,8 @@ def on_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Respon
 def on_domain_error(_: Request[Any, Any, Any], exc: DomainError) -> Response[Any]:
     if isinstance(exc, Unprocessable):
         return _detail(HTTP_422_UNPROCESSABLE_ENTITY, exc.errors)
+    if isinstance(exc, Unavailable):
+        return _detail(HTTP_503_SERVICE_UNAVAILABLE, exc.detail, {"Retry-After": "5"})
     return _detail(_DOMAIN_STATUS[type(exc)], exc.detail)
 
 

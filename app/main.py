@@ -31,6 +31,7 @@ from app.api.utils import UtilsController
 from app.audit_store import AuditStore
 from app.auth import EXCLUDE_FROM_AUTH, auth_middleware
 from app.background import Background
+from app.breach import breach_check
 from app.cli import AdminCLIPlugin
 from app.config import STARTUP_WARNINGS, Settings, get_settings
 from app.database import sqlalchemy_config
@@ -137,6 +138,7 @@ def log_configuration(settings: Settings) -> None:
         "frontend": settings.frontend_dir is not None,
         "rate_limits": settings.RATE_LIMIT_ENABLED,
         "redis": bool(settings.REDIS_URL),
+        "breach_check": settings.PASSWORD_BREACH_CHECK_URL is not None,
     }
     structlog.get_logger("app").info(
         "configured",
@@ -189,6 +191,8 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
         if settings.AUDIT_STORE_ENABLED
         else None
     )
+    # New passwords looked up in a range API, when asked for (app/breach.py).
+    breach = breach_check(settings)
     tracing = Tracing(settings, tracer_provider) if tracing_enabled(settings) else None
     if tracing is not None:
         tracing.instrument(db_config.get_engine(), fast)
@@ -243,6 +247,7 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
             outbox.close,
             background.close,
             *([audit_store.stop] if audit_store else []),
+            *([breach.close] if breach else []),
             rate_limiter.close,
             *(observer.stop for observer in (metrics, tracing) if observer),
             flush_logs,
@@ -296,6 +301,7 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
     app.state.db_config = db_config
     app.state.executor = fast
     app.state.passwords = passwords(settings.PASSWORD_HASH_PROFILE)
+    app.state.breach = breach
     openapi_fixups(app)
     app.state.openapi_document = msgspec.json.encode(app.openapi_schema.to_schema())
     return app

@@ -5,7 +5,8 @@ route matches is counted too (as the route `unmatched`): by method, route *templ
 histogram; ~5 µs a request with 2 workers (counter and histogram writes to the worker's file), ~3 µs in a single
 process. The requests in flight, the pool and the rate limiter's Redis fallback are sampled into gauges by each
 worker every `SAMPLE_INTERVAL_S` (and by the worker answering a scrape): nothing of them on the request path.
-Logins and mails are counted where they happen (`count_login`, `count_email`).
+Logins, mails and breached-password checks are counted where they happen (`count_login`, `count_email`,
+`count_breach_check`).
 
 uvicorn's `--workers` are processes, each counting its own requests. Under uvicorn's supervisor (a worker is a
 `multiprocessing` child) every worker writes its metrics to memory-mapped files in one folder per server start,
@@ -69,6 +70,7 @@ SUMMED_GAUGES = {
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 LOGIN_OUTCOMES = ("succeeded", "failed", "refused")
 EMAIL_OUTCOMES = ("queued", "sent", "failed", "not_configured")
+BREACH_CHECK_OUTCOMES = ("ok", "breached", "error")
 _FOLDER_PREFIX = "accounts-api-metrics-"
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -88,6 +90,13 @@ def count_email(kind: str, outcome: str) -> None:
     after the answer (counted for recovery mails), `sent`, `failed`, or not sent as mail is `not_configured`."""
     if _active is not None:
         _active.emails.labels(kind, outcome).inc()
+
+
+def count_breach_check(outcome: str) -> None:
+    """A new password was looked up in the range API (app/breach.py): `ok` (not seen often enough), `breached`
+    (refused), or `error` (no usable answer: let through, or refused with a 503 when failing closed)."""
+    if _active is not None:
+        _active.breach_checks.labels(outcome).inc()
 
 
 def _start_time(pid: int) -> str:
@@ -210,6 +219,12 @@ class Metrics:
             "emails_total", "Mails by kind (template) and outcome: queued, sent, failed, not_configured.",
             ["kind", "outcome"], registry=own,
         )  # fmt: skip
+        self.breach_checks = Counter(
+            "password_breach_checks_total",
+            "New passwords looked up in the range API, by outcome: ok, breached, error.",
+            ["outcome"],
+            registry=own,
+        )
         self.redis_fallback = Gauge(
             "rate_limit_redis_fallback",
             "1 while a worker keeps rate limits per process because Redis does not answer.",
@@ -222,6 +237,8 @@ class Metrics:
         self.build.labels(build_version(), build_commit(settings)).set(1)
         for outcome in LOGIN_OUTCOMES:  # every series from the start: a rate over a missing series is empty
             self.logins.labels(outcome)
+        for outcome in BREACH_CHECK_OUTCOMES:
+            self.breach_checks.labels(outcome)
         for kind in ("reset_password", "new_account", "test_email"):
             for outcome in EMAIL_OUTCOMES:
                 if outcome != "queued" or kind == "reset_password":  # queued: counted for recovery mails

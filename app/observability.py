@@ -23,6 +23,7 @@ import structlog
 from jwt.warnings import InsecureKeyLengthWarning
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from sentry_sdk.integrations.httpx import HttpxIntegration
 from structlog.typing import EventDict
 
 from app.config import Settings
@@ -164,6 +165,10 @@ def configure_logging(settings: Settings) -> None:
         logging.getLogger(name).handlers = []
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").disabled = True
+    # httpx logs each request's URL at INFO (httpcore its steps at DEBUG): the breached-password check's URL ends
+    # with the first digits of a password's hash (app/breach.py), which no line may show.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
     # Audit events (app/audit.py) are kept whatever LOG_LEVEL says: a quieter log must not hide who did what.
     logging.getLogger("app.audit").setLevel(min(logging.INFO, root.level))
     # Libraries' warnings (PyJWT's, SQLAlchemy's, ours about dev defaults) become log lines like any other,
@@ -186,6 +191,9 @@ def init_sentry(settings: Settings) -> None:
             include_local_variables=False,
             max_request_body_size="never",
             before_send=without_credentials,
+            # Its breadcrumbs hold each outgoing URL (the breached-password check's ends with the first digits of
+            # a password's hash) and it adds trace headers to requests bound for a third party.
+            disabled_integrations=[HttpxIntegration],
         )
 
 

@@ -11,7 +11,7 @@ none pays nothing for it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache, cached_property, partial
@@ -84,6 +84,9 @@ from db.identity import email_identity
 from db.models import Base, Item, PersonalAccessToken, User, UserSession, utc_now
 
 OpenSession = Callable[[], AsyncSession]
+# A check of a new password before it is accepted (app/breach.py's, when on): given the password and the body field
+# that carries it, it raises to refuse it.
+CheckPassword = Callable[[str, str], Awaitable[None]]
 # Beside the contract's SUPERUSER_SELF_DELETE, in its words: what the template allowed and we refuse [better].
 SUPERUSER_SELF_DEMOTE = "Super users are not allowed to demote themselves"
 SUPERUSER_SELF_DEACTIVATE = "Super users are not allowed to deactivate themselves"
@@ -784,8 +787,10 @@ class UserService:
         passwords: security.Passwords,
         found: Found[UserPublic] | None = None,
         by_pat: bool = False,
+        check_password: CheckPassword | None = None,
     ) -> None:
         self._caller = caller
+        self.check_password = check_password
         # The caller is authenticated by a personal access token: their email is not theirs to change with it.
         self.by_pat = by_pat
         self.passwords = passwords
@@ -839,6 +844,7 @@ class UserService:
     async def create_account(self, fields: dict[str, Any], duplicate_message: str) -> UserPublic:
         """One INSERT; an email whose identity is taken is refused by the unique index (also when a concurrent
         request took it a moment before), after the same hash work as a new one."""
+        await self._check_new_password(fields["password"], "password")
         hashed_password = await self.passwords.hash(fields.pop("password"))
         row = {
             "id": uuid7(),
@@ -881,6 +887,8 @@ class UserService:
             before = await UserRepository.read_public(self.fast, user_id)
         if before is None:
             raise NotFound(not_found)
+        if "password" in changes:
+            await self._check_new_password(changes["password"], "password")
         return await self._apply(before, changes)
 
     async def update_me(self, changes: dict[str, Any]) -> UserPublic:
@@ -950,10 +958,12 @@ class UserService:
             raise Rejected(INCORRECT_PASSWORD)
         if current == new:
             raise Rejected(SAME_PASSWORD)
+        await self._check_new_password(new, "new_password")
         await self._apply(self.caller.public(), {"password": new}, access)
 
     async def reset_password(self, user: User, new_password: str) -> None:
         """A new password by a recovery link: every session ends."""
+        await self._check_new_password(new_password, "new_password")
         await self._apply(user_public(user), {"password": new_password}, reset=True)
 
     async def delete(self, user_id: UUID) -> None:
@@ -966,6 +976,11 @@ class UserService:
 
     async def delete_me(self) -> None:
         await self.delete(self.caller.id)
+
+    async def _check_new_password(self, password: str, field: str) -> None:
+        """Before the password is hashed and anything is written, so that a refusal leaves nothing behind."""
+        if self.check_password is not None:
+            await self.check_password(password, field)
 
     async def _apply(
         self,
@@ -1070,8 +1085,15 @@ def provide_user_service(request: Request[Any, Any, Any]) -> UserService:
     found = request.state.get(READ_WITH_CALLER)
     state = request.app.state
     by_pat = isinstance(request.scope.get("auth"), security.PatAuth)
+    breach = state.breach
     return UserService(
-        request.scope.get("user"), state.executor, _session_opener(request), state.passwords, found, by_pat
+        request.scope.get("user"),
+        state.executor,
+        _session_opener(request),
+        state.passwords,
+        found,
+        by_pat,
+        breach.check if breach is not None else None,
     )
 
 

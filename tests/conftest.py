@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Generator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from email import message_from_bytes, policy
@@ -661,11 +662,17 @@ Counted = tuple[httpx.Client, list[str]]
 
 @pytest.fixture
 def counted(served: Served) -> Iterator[Counted]:
-    """A client of a server of its own whose statements reaching the database are recorded: on PostgreSQL what
-    the driver sends from every pooled connection (the fast statements run on it), on SQLite what SQLAlchemy
-    executes (fast statements and the ORM's alike; so a route that would fall back on the ORM, whose prepared
-    statements asyncpg's logger does not see, still counts there)."""
-    app = create_app(make_settings(served.database.url))
+    """A client of a server of its own whose statements reaching the database are recorded (`counting`)."""
+    with counting(create_app(make_settings(served.database.url))) as found:
+        yield found
+
+
+@contextmanager
+def counting(app: Litestar) -> Iterator[Counted]:
+    """A client of `app`, served, whose statements reaching the database are recorded: on PostgreSQL what the
+    driver sends from every pooled connection (the fast statements run on it), on SQLite what SQLAlchemy executes
+    (fast statements and the ORM's alike; so a route that would fall back on the ORM, whose prepared statements
+    asyncpg's logger does not see, still counts there)."""
     statements: list[str] = []
     engine = app.state.db_config.get_engine().sync_engine
     if engine.dialect.driver == "asyncpg":
