@@ -31,9 +31,9 @@ from sqlalchemy import (
     and_,
     bindparam,
     delete,
+    false,
     func,
     insert,
-    false,
     literal_column,
     or_,
     select,
@@ -923,8 +923,10 @@ class UserService:
         except security.InvalidTokenError:
             raise Rejected(INVALID_TOKEN) from None
         address = await UserRepository.read_address(self.fast, user_id)
-        if address is None or address.is_verified or not security.fingerprint_matches(fingerprint, address.email, secret):
+        if address is None or address.is_verified:
             raise Rejected(INVALID_TOKEN)
+        if not security.fingerprint_matches(fingerprint, address.email, secret):
+            raise Rejected(INVALID_TOKEN)  # sent to an address the account no longer has
         if not await UserRepository.mark_verified(self.fast, user_id, address.email):
             raise Rejected(INVALID_TOKEN)  # verified, or given another address, since it was read
         audit(AuditEvent.EMAIL_VERIFIED, user_id=user_id)

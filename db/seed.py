@@ -15,8 +15,6 @@ async def ensure_first_superuser(session: AsyncSession, email: str, hashed_passw
     if existing is not None:
         return False
     # Verified: the operator who configures it vouches for the address.
-    session.add(
-        User(email=email, hashed_password=hashed_password, is_superuser=True, is_active=True, is_verified=True)
-    )
+    session.add(User(email=email, hashed_password=hashed_password, is_superuser=True, is_active=True, is_verified=True))
     await session.commit()
     return True
