@@ -24,5 +24,6 @@ class PrivateController(Controller):
         responses=error_responses({400: [USER_EXISTS]}),
     )
     async def create_user(self, users: NamedDependency[UserService], data: JSONBody[PrivateUserCreate]) -> UserPublic:
-        """Create a user without any checks (development only), verified or not as the body says."""
+        """Create a user without any checks (development only)."""
+        # Verified or not as the body's `is_verified` says (README "Email verification").
         return await users.create_account(changes(data), USER_EXISTS)
