@@ -34,6 +34,8 @@ class AuditEvent(StrEnum):
     PAT_CREATED = "pat.created"
     PAT_FIRST_USED = "pat.first_used"
     PAT_REVOKED = "pat.revoked"
+    EMAIL_VERIFICATION_SENT = "email.verification_sent"
+    EMAIL_VERIFIED = "email.verified"
 
 
 # Where the app that serves the request keeps its events too (app/audit_store.py), when it stores them: set for each

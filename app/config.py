@@ -53,6 +53,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     EMAILS_FROM_EMAIL: str | None = None
     EMAILS_FROM_NAME: str | None = None
     EMAIL_RESET_TOKEN_EXPIRE_HOURS: int = 48
+    # Email verification (README "Email verification"): off, optional (a mail with a link, logins unaffected) or
+    # required (an unverified account's login is refused 403). The link lives this many hours.
+    EMAIL_VERIFICATION: Literal["off", "optional", "required"] = "off"
+    EMAIL_VERIFY_TOKEN_EXPIRE_HOURS: Annotated[int, msgspec.Meta(ge=1)] = 48
     EMAIL_TEST_USER: str = "test@example.com"
     FIRST_SUPERUSER: str = "admin@example.com"
     FIRST_SUPERUSER_PASSWORD: str = DEV_SECRET
@@ -135,6 +139,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return bool(self.SMTP_HOST and self.EMAILS_FROM_EMAIL)
 
     @property
+    def email_verification_enabled(self) -> bool:
+        return self.EMAIL_VERIFICATION != "off"
+
+    @property
     def emails_from_name(self) -> str:
         return self.EMAILS_FROM_NAME or self.PROJECT_NAME
 
@@ -207,6 +215,7 @@ def load_settings(environ: dict[str, str] | None = None, env_file: Path | None =
     _check_secrets(settings)
     _check_frontend_dir(settings)
     _check_breach_url(settings)
+    _check_email_verification(settings)
     return settings
 
 
@@ -226,6 +235,16 @@ def _check_breach_url(settings: Settings) -> None:
             "PASSWORD_BREACH_CHECK_URL: must be an http(s) URL with a host and no query or fragment, e.g. "
             "https://api.pwnedpasswords.com/range"
         )
+
+
+def _check_email_verification(settings: Settings) -> None:
+    # Without mail no verification link goes out, and `required` would lock every new account out.
+    if settings.EMAIL_VERIFICATION == "required" and not settings.emails_enabled:
+        message = "EMAIL_VERIFICATION: required needs mail (SMTP_HOST and EMAILS_FROM_EMAIL) to send its links"
+        if settings.ENVIRONMENT == "local":
+            warnings.warn(message, stacklevel=3)
+        else:
+            raise SettingsError(message)
 
 
 def _check_frontend_dir(settings: Settings) -> None:

@@ -79,6 +79,14 @@ def reset_password_email(settings: Settings, email: str, token: str) -> Email:
     )
 
 
+def verify_email_email(settings: Settings, email: str, token: str) -> Email:
+    link = f"{settings.FRONTEND_HOST}/verify-email?token={token}"
+    valid_hours = settings.EMAIL_VERIFY_TOKEN_EXPIRE_HOURS
+    return _render(
+        settings, "verify_email", f"Email verification for user {email}", email, valid_hours=valid_hours, link=link
+    )
+
+
 def new_account_email(settings: Settings, email: str) -> Email:
     """The welcome mail. It never carries the password: the account's creator hands that over."""
     return _render(settings, "new_account", f"New account for user {email}", email, link=settings.FRONTEND_HOST)

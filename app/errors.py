@@ -57,6 +57,11 @@ READ_ONLY_TOKEN = "This token may only read"
 NOT_WITH_PAT = "Not allowed with a personal access token"
 TOKEN_NOT_FOUND = "Token not found"
 TOKEN_REVOKED = "Token revoked"
+# Email verification (ours, issue 26).
+EMAIL_NOT_VERIFIED = (
+    "Email not verified: check your inbox, or ask for a new link at /api/v1/users/verify-email/resend/{email}"
+)
+EMAIL_VERIFICATION_OFF = "Email verification is off"
 
 
 class BadRequest(HTTPException):

@@ -43,12 +43,13 @@ from app.metrics import Metrics, metrics_endpoint
 from app.observability import configure_logging, flush_logs, init_sentry, log_response, request_logging
 from app.openapi import SECURITY_SCHEME, openapi_fixups, operation_id
 from app.ratelimit import RateLimiter
-from app.schemas import Caller
+from app.schemas import SHOWN_WITH_EMAIL_VERIFICATION, Caller
 from app.security import passwords
 from app.services import provide_item_service, provide_session_service, provide_token_service, provide_user_service
 from app.sessions import Pruner, Touches
 from app.tracing import Tracing, tracing_enabled
 from app.validation import reject_nul_characters
+from app.verification import EmailVerification
 from db.executor import Executor
 
 
@@ -132,6 +133,7 @@ def log_configuration(settings: Settings) -> None:
     switches = {
         "private_routes": settings.private_routes_enabled,
         "emails": settings.emails_enabled,
+        "email_verification": settings.email_verification_enabled,
         "sentry": settings.sentry_enabled,
         "metrics": settings.METRICS_ENABLED,
         "tracing": tracing_enabled(settings),
@@ -173,13 +175,18 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
     configure_logging(settings)
     init_sentry(settings)
     db_config = sqlalchemy_config(settings)
-    fast = Executor(db_config.get_engine())
+    # With email verification on, user answers show `is_verified` (app/schemas.py).
+    fast = Executor(
+        db_config.get_engine(),
+        shown=SHOWN_WITH_EMAIL_VERIFICATION if settings.email_verification_enabled else frozenset(),
+    )
     # Shared by every worker and replica through Redis when configured; per process otherwise.
     rate_limiter = RateLimiter(settings.REDIS_URL, settings.REDIS_NAMESPACE, enabled=settings.RATE_LIMIT_ENABLED)
     # Off by default, and then nothing of them is installed (README "Operating").
     metrics = Metrics(settings, fast, rate_limiter) if settings.METRICS_ENABLED else None
     # Mail after the answer, by tasks of the process's own (app/emails.py).
     outbox = Outbox()
+    verification = EmailVerification(settings, outbox) if settings.email_verification_enabled else None
     # Sessions' last_used_at after the answer, and their pruning (app/sessions.py).
     touches = Touches(fast)
     pruner = Pruner(fast)
@@ -300,6 +307,7 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
     app.state.settings = settings
     app.state.db_config = db_config
     app.state.executor = fast
+    app.state.verification = verification
     app.state.passwords = passwords(settings.PASSWORD_HASH_PROFILE)
     app.state.breach = breach
     openapi_fixups(app)

@@ -35,7 +35,7 @@ from app.errors import (
     READ_ONLY_TOKEN,
     USER_NOT_FOUND,
 )
-from app.schemas import OPENAPI_MARKS, HTTPError
+from app.schemas import OPENAPI_MARKS, SHOWN_WITH_EMAIL_VERIFICATION, HTTPError
 
 SECURITY_SCHEME = "OAuth2PasswordBearer"
 
@@ -296,6 +296,11 @@ def openapi_fixups(app: Litestar) -> None:
     if isinstance(days, Schema):
         days.maximum = app.state.settings.PAT_MAX_DAYS
         days.minimum = int(days.minimum) if days.minimum is not None else None  # Litestar writes `ge=1` as 1.0
+    # Shown only with email verification on (app/schemas.py): otherwise the document is as if it did not exist.
+    user_public = schemas.get("UserPublic")
+    if not app.state.settings.email_verification_enabled and isinstance(user_public, Schema):
+        for field in SHOWN_WITH_EMAIL_VERIFICATION:
+            (user_public.properties or {}).pop(field, None)
     components.schemas = dict(sorted(schemas.items()))
     schema.components = components
 

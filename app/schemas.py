@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
@@ -71,6 +72,10 @@ class NewPassword(Struct):
     new_password: Password
 
 
+class VerifyEmail(Struct):
+    token: Annotated[str, Meta(max_length=TOKEN_MAX)]
+
+
 # What the API shows of a user: all of `UserPublic`, and the start of `Caller` (frozen, as both). No docstrings on the
 # response structs: the OpenAPI document would take them as descriptions.
 class ShownUser(Struct, frozen=True):
@@ -82,9 +87,15 @@ class ShownUser(Struct, frozen=True):
     created_at: Annotated[datetime, documented(optional=True, nullable=True)]
 
 
+# Shown only with EMAIL_VERIFICATION on (README "Email verification"): the fast statements select it always, and the
+# executor fills it when told to (db/executor.py `from_row`); left UNSET, it is not in the answer, nor (app/openapi.py)
+# in the document.
+SHOWN_WITH_EMAIL_VERIFICATION = frozenset({"is_verified"})
+
+
 # A class of its own: a `Caller` is never a `UserPublic`, so no response can carry the caller's secrets.
 class UserPublic(ShownUser, frozen=True):
-    pass
+    is_verified: bool | UnsetType = UNSET
 
 
 class Caller(ShownUser, frozen=True):
@@ -95,9 +106,14 @@ class Caller(ShownUser, frozen=True):
     token_version: int
     kept_token_digest: str | None
     kept_session_id: UUID | None = None
+    is_verified: bool | UnsetType = UNSET
 
     def public(self) -> UserPublic:
-        return msgspec.convert(self, UserPublic, from_attributes=True)
+        # Field by field, positionally: `msgspec.convert` refuses an UNSET attribute (`is_verified` when not shown).
+        return UserPublic(*_public_fields(self))
+
+
+_public_fields = operator.attrgetter(*UserPublic.__struct_fields__)
 
 
 class PatCredential(Struct, frozen=True):

@@ -197,6 +197,44 @@ def decode_reset_token(token: str, secret: str) -> tuple[str, str]:
     return str(claims["sub"]), str(claims["pwd"])
 
 
+def email_fingerprint(email: str, secret: str) -> str:
+    """A short keyed digest of an address as stored: a verification token carrying it is good for that address
+    only, so one sent before an email change is refused after it."""
+    return hmac.new(secret.encode(), f"verify:{email}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def create_verify_token(user_id: UUID, email: str, secret: str, expires: timedelta) -> str:
+    """The token of an email verification link: the account and a fingerprint of the address it was sent to."""
+    claims = {"sub": str(user_id), "typ": "verify", "eml": email_fingerprint(email, secret)}
+    return _encode(claims, secret, expires)
+
+
+def decode_verify_token(token: str, secret: str) -> tuple[UUID, str]:
+    """The user id and address fingerprint of a valid verification token."""
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            secret,
+            algorithms=[ALGORITHM],
+            options={"require": ["exp", "iat", "sub", "typ", "eml"]},
+            leeway=CLOCK_SKEW,
+        )
+    except jwt.PyJWTError as exc:
+        raise InvalidTokenError(str(exc)) from None
+    if claims["typ"] != "verify":
+        raise InvalidTokenError("not a verification token")
+    if float(claims["exp"]) <= time.time():  # the leeway is for `iat` only
+        raise InvalidTokenError("expired")
+    try:
+        return UUID(str(claims["sub"])), str(claims["eml"])
+    except ValueError:
+        raise InvalidTokenError("malformed claims") from None
+
+
+def fingerprint_matches(fingerprint: str, email: str, secret: str) -> bool:
+    return hmac.compare_digest(fingerprint.encode(), email_fingerprint(email, secret).encode())
+
+
 class RefreshToken(NamedTuple):
     """`<session id>.<generation>.<secret>`; the secret is a random nonce and a keyed tag over all three, so that a
     token we never issued is told from an old one of ours (only an old one of ours ends its session as reused)."""

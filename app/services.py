@@ -31,11 +31,13 @@ from sqlalchemy import (
     and_,
     bindparam,
     delete,
+    false,
     func,
     insert,
     literal_column,
     or_,
     select,
+    true,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -48,6 +50,7 @@ from app.errors import (
     EMAIL_TAKEN,
     INCORRECT_PASSWORD,
     INVALID_REFRESH_TOKEN,
+    INVALID_TOKEN,
     ITEM_NOT_FOUND,
     NOT_ENOUGH_PERMISSIONS,
     NOT_ENOUGH_PRIVILEGES,
@@ -87,6 +90,8 @@ OpenSession = Callable[[], AsyncSession]
 # A check of a new password before it is accepted (app/breach.py's, when on): given the password and the body field
 # that carries it, it raises to refuse it.
 CheckPassword = Callable[[str, str], Awaitable[None]]
+# Sends a verification link to a user's address, for a reason (app/verification.py's `EmailVerification.send`).
+SendVerification = Callable[[UUID, str, str], None]
 # Beside the contract's SUPERUSER_SELF_DELETE, in its words: what the template allowed and we refuse [better].
 SUPERUSER_SELF_DEMOTE = "Super users are not allowed to demote themselves"
 SUPERUSER_SELF_DEACTIVATE = "Super users are not allowed to deactivate themselves"
@@ -186,9 +191,9 @@ def caller_with(model: type[Base], struct: type[msgspec.Struct]) -> Select[Any]:
     )
 
 
-def _caller_and_session(row: Mapping[str, Any]) -> tuple[Caller, CallerSession | None]:
+def _caller_and_session(row: Mapping[str, Any], shown: frozenset[str]) -> tuple[Caller, CallerSession | None]:
     found = row[_SESSION_PREFIX + "id"] is not None
-    return from_row(Caller, row), from_row(CallerSession, row, _SESSION_PREFIX) if found else None
+    return from_row(Caller, row, shown=shown), from_row(CallerSession, row, _SESSION_PREFIX) if found else None
 
 
 def _pat_caller() -> Select[Any]:
@@ -254,6 +259,13 @@ def _assigned(values: Mapping[str, Any]) -> dict[str, Any]:
     return {f"new_{name}": value for name, value in values.items()}
 
 
+class Address(msgspec.Struct, frozen=True):
+    """A user's address and whether it is verified, as an email verification reads them."""
+
+    email: str
+    is_verified: bool
+
+
 class UserRepository(SQLAlchemyAsyncRepository[User]):
     """Users: the ORM's methods on the request's session, and the fast statements below. Those are classmethods on
     the executor, not on the session: a request that needs no ORM opens no session (and pays no commit for one)."""
@@ -279,6 +291,14 @@ class UserRepository(SQLAlchemyAsyncRepository[User]):
     COUNT = select(func.count()).select_from(User)
     INSERT = insert(User).values({column.key: bindparam(column.key) for column in User.__table__.columns})
     DELETE = delete(User).where(User.id == bindparam("where_id")).returning(User.id)
+    ADDRESS = select(*columns(User, Address)).where(User.id == bindparam("id"))
+    # Verified only while the address is still the one read: an email change in between leaves the row alone.
+    VERIFY = (
+        update(User)
+        .where(User.id == bindparam("where_id"), User.email == bindparam("address"), User.is_verified == false())
+        .values(is_verified=true())
+        .returning(User.id)
+    )
 
     @staticmethod
     @cache
@@ -296,7 +316,7 @@ class UserRepository(SQLAlchemyAsyncRepository[User]):
     ) -> tuple[Caller | None, CallerSession | None]:
         """The caller and the session `session_id` if it is theirs, in one round trip."""
         rows = await fast.rows(cls.CALLER, {"id": user_id, "sid": session_id})
-        return _caller_and_session(rows[0]) if rows else (None, None)
+        return _caller_and_session(rows[0], fast.shown) if rows else (None, None)
 
     @classmethod
     async def read_caller_with(
@@ -310,14 +330,16 @@ class UserRepository(SQLAlchemyAsyncRepository[User]):
         if not rows:
             return None, None, None
         row = rows[0]
-        found = from_row(read.struct, row, _ROW_PREFIX) if row[_ROW_KEY] is not None else None
-        return *_caller_and_session(row), found
+        found = from_row(read.struct, row, _ROW_PREFIX, fast.shown) if row[_ROW_KEY] is not None else None
+        return *_caller_and_session(row, fast.shown), found
 
     @classmethod
     async def read_pat_caller(cls, fast: Executor, digest: str) -> tuple[Caller, PatCredential] | None:
         """The caller and the personal access token of this digest, in one statement; None if there is none."""
         rows = await fast.rows(cls.PAT_CALLER, {"digest": digest})
-        return (from_row(Caller, rows[0]), from_row(PatCredential, rows[0], _PAT_PREFIX)) if rows else None
+        if not rows:
+            return None
+        return from_row(Caller, rows[0], shown=fast.shown), from_row(PatCredential, rows[0], _PAT_PREFIX)
 
     @classmethod
     async def read_pat_caller_with(
@@ -328,8 +350,8 @@ class UserRepository(SQLAlchemyAsyncRepository[User]):
         if not rows:
             return None, None
         row = rows[0]
-        found = from_row(read.struct, row, _ROW_PREFIX) if row[_ROW_KEY] is not None else None
-        return (from_row(Caller, row), from_row(PatCredential, row, _PAT_PREFIX)), found
+        found = from_row(read.struct, row, _ROW_PREFIX, fast.shown) if row[_ROW_KEY] is not None else None
+        return (from_row(Caller, row, shown=fast.shown), from_row(PatCredential, row, _PAT_PREFIX)), found
 
     @classmethod
     async def read_public(cls, fast: Executor, user_id: UUID) -> UserPublic | None:
@@ -361,6 +383,15 @@ class UserRepository(SQLAlchemyAsyncRepository[User]):
     async def delete_by_id(cls, fast: Executor, user_id: UUID) -> bool:
         """Whether there was such a user; their items go with them (the foreign key's ON DELETE CASCADE)."""
         return bool(await fast.rows(cls.DELETE, {"where_id": user_id}))
+
+    @classmethod
+    async def read_address(cls, fast: Executor, user_id: UUID) -> Address | None:
+        return await fast.first(Address, cls.ADDRESS, {"id": user_id})
+
+    @classmethod
+    async def mark_verified(cls, fast: Executor, user_id: UUID, email: str) -> bool:
+        """Whether the user of this address was unverified (now verified)."""
+        return bool(await fast.rows(cls.VERIFY, {"where_id": user_id, "address": email}))
 
 
 class ItemRepository(SQLAlchemyAsyncRepository[Item]):
@@ -788,6 +819,7 @@ class UserService:
         found: Found[UserPublic] | None = None,
         by_pat: bool = False,
         check_password: CheckPassword | None = None,
+        send_verification: SendVerification | None = None,
     ) -> None:
         self._caller = caller
         self.check_password = check_password
@@ -797,6 +829,8 @@ class UserService:
         self.fast = fast
         self.open_session = open_session
         self.found = found
+        # None with EMAIL_VERIFICATION off: no link is sent.
+        self.send_verification = send_verification
 
     @cached_property
     def repository(self) -> UserRepository:
@@ -852,6 +886,8 @@ class UserService:
             "is_active": True,
             "is_superuser": False,
             "full_name": None,
+            # An account a superuser creates is verified: they vouch for the address (a signup's is not).
+            "is_verified": True,
             **fields,
             "email_key": email_identity(fields["email"]),
             "hashed_password": hashed_password,
@@ -864,11 +900,42 @@ class UserService:
             await UserRepository.insert(self.fast, row)
         except DuplicateKeyError:
             raise Rejected(duplicate_message) from None
-        created = from_row(UserPublic, row)
+        created = from_row(UserPublic, row, shown=self.fast.shown)
         audit(AuditEvent.USER_CREATED, user_id=created.id, actor_id=self._actor, is_superuser=created.is_superuser)
         if created.is_superuser:
             audit(AuditEvent.SUPERUSER_GRANTED, user_id=created.id, actor_id=self._actor)
         return created
+
+    async def sign_up(self, fields: dict[str, Any], duplicate_message: str) -> UserPublic:
+        """An account whose address is not verified yet (whatever EMAIL_VERIFICATION says: it is not); with
+        verification on, a link goes to it."""
+        created = await self.create_account({**fields, "is_verified": False}, duplicate_message)
+        if self.send_verification is not None:
+            self.send_verification(created.id, created.email, "signup")
+        return created
+
+    async def resend_verification(self, email: str) -> None:
+        """A new link for the unverified account of this address; nothing for any other (the answer is the same)."""
+        user = await self.get_by_email(email)
+        if user is not None and not user.is_verified and self.send_verification is not None:
+            self.send_verification(user.id, user.email, "resend")
+
+    async def verify_email(self, token: str, secret: str) -> None:
+        """The account of a verification link is verified. Refused (400) for a token that is malformed, expired or
+        not ours, of an account that is gone, has another address now, or is verified already (so a link works
+        once)."""
+        try:
+            user_id, fingerprint = security.decode_verify_token(token, secret)
+        except security.InvalidTokenError:
+            raise Rejected(INVALID_TOKEN) from None
+        address = await UserRepository.read_address(self.fast, user_id)
+        if address is None or address.is_verified:
+            raise Rejected(INVALID_TOKEN)
+        if not security.fingerprint_matches(fingerprint, address.email, secret):
+            raise Rejected(INVALID_TOKEN)  # sent to an address the account no longer has
+        if not await UserRepository.mark_verified(self.fast, user_id, address.email):
+            raise Rejected(INVALID_TOKEN)  # verified, or given another address, since it was read
+        audit(AuditEvent.EMAIL_VERIFIED, user_id=user_id)
 
     async def update(self, user_id: UUID, changes: dict[str, Any], not_found: str) -> UserPublic:
         """By a superuser; the user as it was comes from the caller's own statement (ReadWithCaller). A superuser
@@ -1007,6 +1074,10 @@ class UserService:
             values["kept_token_digest"] = None
             revoke_tokens = True
             events.append((AuditEvent.TOKENS_REVOKED, {"reason": "deactivated", "kept_one": False}))
+        # A new address (not the same one spelt otherwise) is not verified yet.
+        readdressed = "email" in values and email_identity(values["email"]) != email_identity(before.email)
+        if readdressed:
+            values["is_verified"] = False
         if "is_superuser" in values and values["is_superuser"] != before.is_superuser:
             granted = bool(values["is_superuser"])
             events.append((AuditEvent.SUPERUSER_GRANTED if granted else AuditEvent.SUPERUSER_REVOKED, {}))
@@ -1016,6 +1087,8 @@ class UserService:
             raise Conflict(EMAIL_TAKEN) from None
         if updated is None:
             raise NotFound(USER_NOT_FOUND)  # deleted since it was read
+        if readdressed and self.send_verification is not None:
+            self.send_verification(updated.id, updated.email, "email_changed")
         if not reset:
             fields = sorted(name for name, value in changes.items() if getattr(before, name, None) != value)
             audit(AuditEvent.USER_UPDATED, user_id=before.id, actor_id=self._actor, fields=fields)
@@ -1094,6 +1167,7 @@ def provide_user_service(request: Request[Any, Any, Any]) -> UserService:
         found,
         by_pat,
         breach.check if breach is not None else None,
+        state.verification.send if state.verification else None,
     )
 
 

@@ -7,7 +7,7 @@ from uuid import UUID, uuid5
 
 from advanced_alchemy.base import AdvancedDeclarativeBase, CommonTableAttributes
 from advanced_alchemy.types import GUID, DateTimeUTC
-from sqlalchemy import Boolean, Column, ForeignKey, Index, Integer, String, Table, Text
+from sqlalchemy import Boolean, Column, ForeignKey, Index, Integer, String, Table, Text, true
 from sqlalchemy.ext.asyncio import AsyncAttrs
 from sqlalchemy.orm import Mapped, mapped_column, validates
 from uuid_utils.compat import uuid7
@@ -69,6 +69,10 @@ class User(Base):
     # How many items the user owns: kept by triggers on `item` (migration 0006) for every writer, so a page of one
     # owner's items reads its total here instead of counting their rows. Never written by the application.
     item_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Whether the owner proved the address is theirs (README "Email verification"). True for the accounts from
+    # before migration 0010 and for a writer that knows only the template's columns; a signup or an email change
+    # stores False.
+    is_verified: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
 
     @validates("email")
     def _set_email_key(self, _: str, email: str) -> str:

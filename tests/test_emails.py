@@ -511,13 +511,14 @@ def test_rendering_escapes_html_but_not_the_text_part() -> None:
     assert mail.subject == 'Tom & Jerry\'s <App> - Password recovery for user <script>alert("x")</script>@example.com'
 
 
-@pytest.mark.parametrize("template", ["new_account", "reset_password", "test_email"])
+@pytest.mark.parametrize("template", ["new_account", "reset_password", "test_email", "verify_email"])
 def test_templates_have_both_parts_and_no_leftover_placeholders(template: str) -> None:
     settings = make_settings("sqlite+aiosqlite://")
     mail = {
         "new_account": lambda: emails.new_account_email(settings, "x@example.com"),
         "reset_password": lambda: emails.reset_password_email(settings, "x@example.com", "tok"),
         "test_email": lambda: emails.test_email(settings, "x@example.com"),
+        "verify_email": lambda: emails.verify_email_email(settings, "x@example.com", "tok"),
     }[template]()
     for part in (mail.html, mail.text):
         assert "{{" not in part

@@ -76,6 +76,9 @@ EXTRA_OPERATION_IDS = {
     "users-revoke_personal_access_token",
     # The audit trail (README "Audit trail").
     "audit-read_audit_events",
+    # Email verification (README "Email verification").
+    "users-verify_email",
+    "users-resend_verification_email",
 }
 
 

@@ -68,6 +68,8 @@ EXTRA_TYPES = {
     # The audit trail (README "Audit trail").
     "AuditEventPublic",
     "AuditEventsPublic",
+    # Email verification (README "Email verification").
+    "VerifyEmail",
     *(
         f"{operation}{suffix}"
         for operation in (
@@ -82,6 +84,8 @@ EXTRA_TYPES = {
             "usersReadPersonalAccessTokens",
             "usersRevokePersonalAccessToken",
             "auditReadAuditEvents",
+            "usersVerifyEmail",
+            "usersResendVerificationEmail",
         )
         for suffix in ("Data", "Error", "Errors", "Response", "Responses")
     ),
@@ -100,6 +104,9 @@ EXTRA_METHODS = {
     "UsersService.readPersonalAccessTokens": "GET /api/v1/users/me/tokens",
     "UsersService.revokePersonalAccessToken": "DELETE /api/v1/users/me/tokens/{token_id}",
     "AuditService.readAuditEvents": "GET /api/v1/audit",
+    # Email verification (README "Email verification").
+    "UsersService.verifyEmail": "POST /api/v1/users/verify-email",
+    "UsersService.resendVerificationEmail": "POST /api/v1/users/verify-email/resend/{email}",
 }
 # A line our client may add to a type the template's has: an error answer we document (`{"detail": "..."}`).
 EXTRA_LINE = re.compile(r"^(400|401|403|404|409|429|502|503): HTTPError;$")

@@ -17,12 +17,14 @@ from app.audit import AuditEvent, audit, email_domain
 from app.auth import EXCLUDE_FROM_AUTH, requires_superuser
 from app.config import Settings
 from app.errors import (
+    EMAIL_NOT_VERIFIED,
     INACTIVE_USER,
     INCORRECT_LOGIN,
     INVALID_REFRESH_TOKEN,
     INVALID_TOKEN,
     UNKNOWN_USERNAME,
     BadRequest,
+    Forbidden,
 )
 from app.metrics import count_email, count_login
 from app.openapi import error_responses
@@ -130,6 +132,10 @@ class LoginController(Controller):
             audit(AuditEvent.LOGIN_FAILED, user_id=user.id, reason="inactive")
             count_login("failed")
             raise BadRequest(INACTIVE_USER)
+        if settings.EMAIL_VERIFICATION == "required" and not user.is_verified:
+            audit(AuditEvent.LOGIN_FAILED, user_id=user.id, reason="unverified")
+            count_login("failed")
+            raise Forbidden(EMAIL_NOT_VERIFIED)
         audit(AuditEvent.LOGIN_SUCCEEDED, user_id=user.id)
         count_login("succeeded")
         expires = timedelta(minutes=settings.ACCESS_TOKEN_EXPIRE_MINUTES)

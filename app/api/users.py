@@ -9,13 +9,15 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
 from app import emails, security
-from app.api.login import HOUR, client_address
+from app.api.login import HOUR, PathAddress, client_address
 from app.api.paging import Limit, Skip
 from app.auth import EXCLUDE_FROM_AUTH, NO_PAT, requires_superuser
 from app.config import Settings
 from app.errors import (
     EMAIL_TAKEN,
+    EMAIL_VERIFICATION_OFF,
     INCORRECT_PASSWORD,
+    INVALID_TOKEN,
     NOT_ENOUGH_PRIVILEGES,
     NOT_WITH_PAT,
     SAME_PASSWORD,
@@ -25,6 +27,7 @@ from app.errors import (
     UNKNOWN_USER_ID,
     USER_EXISTS,
     USER_NOT_FOUND,
+    BadRequest,
 )
 from app.openapi import error_responses
 from app.ratelimit import Quota, RateLimiter, identity_key
@@ -42,6 +45,7 @@ from app.schemas import (
     UsersPublic,
     UserUpdate,
     UserUpdateMe,
+    VerifyEmail,
     changes,
 )
 from app.services import (
@@ -54,9 +58,12 @@ from app.services import (
     SessionService,
     UserService,
 )
+from db.identity import email_identity
 from db.models import User
 
 USER_DELETED = "User deleted successfully"
+EMAIL_VERIFIED = "Email verified"
+VERIFICATION_SENT = "If that email is registered and not verified yet, we sent a verification link"
 SESSION_ENDED = "Session ended"
 OTHER_SESSIONS_ENDED = "Other sessions ended"
 SESSIONS_ENDED = "Sessions ended"
@@ -203,7 +210,51 @@ class UsersController(Controller):
         await rate_limiter.reserve(
             Quota(identity_key("signup:client", client_address(request)), settings.SIGNUP_PER_CLIENT_PER_HOUR, HOUR)
         )
-        return await users.create_account(changes(data), USER_EXISTS)
+        return await users.sign_up(changes(data), USER_EXISTS)
+
+    @post(
+        "/verify-email",
+        status_code=200,
+        opt={EXCLUDE_FROM_AUTH: True},
+        responses=error_responses({400: [INVALID_TOKEN, EMAIL_VERIFICATION_OFF]}),
+    )
+    async def verify_email(
+        self, users: NamedDependency[UserService], settings: NamedDependency[Settings], data: JSONBody[VerifyEmail]
+    ) -> Message:
+        """Verify an address with the token of a verification email (EMAIL_VERIFICATION on). Each token works
+        once, for the address it was sent to."""
+        if not settings.email_verification_enabled:
+            raise BadRequest(EMAIL_VERIFICATION_OFF)
+        await users.verify_email(data.token, settings.SECRET_KEY)
+        return Message(message=EMAIL_VERIFIED)
+
+    @post(
+        "/verify-email/resend/{email:str}",
+        status_code=200,
+        opt={EXCLUDE_FROM_AUTH: True},
+        responses=error_responses(
+            {400: [EMAIL_VERIFICATION_OFF], 429: ["Too many verification requests for this address or client"]}
+        ),
+    )
+    async def resend_verification_email(
+        self,
+        request: Request[Any, Any, Any],
+        users: NamedDependency[UserService],
+        settings: NamedDependency[Settings],
+        rate_limiter: NamedDependency[RateLimiter],
+        email: PathAddress,
+    ) -> Message:
+        """A new verification email (EMAIL_VERIFICATION on). The answer is the same whether or not the address is
+        registered or verified."""
+        if not settings.email_verification_enabled:
+            raise BadRequest(EMAIL_VERIFICATION_OFF)
+        # Limited as password recovery is (its settings), under keys of its own.
+        await rate_limiter.reserve(
+            Quota(identity_key("verify:email", email_identity(email)), settings.RECOVERY_PER_EMAIL_PER_HOUR, HOUR),
+            Quota(identity_key("verify:client", client_address(request)), settings.RECOVERY_PER_CLIENT_PER_HOUR, HOUR),
+        )
+        await users.resend_verification(email)
+        return Message(message=VERIFICATION_SENT)
 
     @get("/{user_id:str}", responses=error_responses({403: [NOT_ENOUGH_PRIVILEGES], 404: [USER_NOT_FOUND]}))
     async def read_user_by_id(self, users: NamedDependency[UserService], user_id: FromPath[UUID]) -> UserPublic:
