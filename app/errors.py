@@ -15,6 +15,7 @@ from litestar.exceptions import ClientException, HTTPException, ValidationExcept
 from litestar.params import BodyKwarg
 from litestar.status_codes import (
     HTTP_400_BAD_REQUEST,
+    HTTP_401_UNAUTHORIZED,
     HTTP_403_FORBIDDEN,
     HTTP_404_NOT_FOUND,
     HTTP_409_CONFLICT,
@@ -57,6 +58,14 @@ READ_ONLY_TOKEN = "This token may only read"
 NOT_WITH_PAT = "Not allowed with a personal access token"
 TOKEN_NOT_FOUND = "Token not found"
 TOKEN_REVOKED = "Token revoked"
+# The TOTP second factor (ours, issue 26).
+TOTP_NOT_CONFIGURED = "Two-factor authentication is not configured"
+TOTP_ALREADY_ENABLED = "Two-factor authentication is already enabled"
+TOTP_NOT_ENROLLED = "No two-factor enrolment to confirm: start one first"
+TOTP_NOT_ENABLED = "Two-factor authentication is not enabled"
+OTP_REQUIRED = "A one-time code is required"
+INVALID_OTP = "Invalid, expired or already used one-time code"
+INVALID_RECOVERY_CODE = "Invalid or already used recovery code"
 
 
 class BadRequest(HTTPException):
@@ -75,6 +84,10 @@ class Rejected(DomainError):
     """The request contradicts a rule (400)."""
 
 
+class Unauthorized(DomainError):
+    """The credentials given are not enough (401): a login's second factor is missing or wrong."""
+
+
 class Forbidden(DomainError):
     """The caller may not do this (403)."""
 
@@ -85,6 +98,10 @@ class NotFound(DomainError):
 
 class Conflict(DomainError):
     """The change would collide with existing data (409)."""
+
+
+class Unavailable(DomainError):
+    """A feature the request needs is not configured on this server (503)."""
 
 
 class Unprocessable(DomainError):
@@ -98,9 +115,11 @@ class Unprocessable(DomainError):
 
 _DOMAIN_STATUS: dict[type[DomainError], int] = {
     Rejected: HTTP_400_BAD_REQUEST,
+    Unauthorized: HTTP_401_UNAUTHORIZED,
     Forbidden: HTTP_403_FORBIDDEN,
     NotFound: HTTP_404_NOT_FOUND,
     Conflict: HTTP_409_CONFLICT,
+    Unavailable: HTTP_503_SERVICE_UNAVAILABLE,
 }
 
 
