@@ -76,6 +76,11 @@ EXTRA_OPERATION_IDS = {
     "users-revoke_personal_access_token",
     # The audit trail (README "Audit trail").
     "audit-read_audit_events",
+    # The TOTP second factor (README "Two-factor authentication (TOTP)").
+    "users-enrol_totp",
+    "users-confirm_totp",
+    "users-disable_totp",
+    "users-remove_user_totp",
 }
 
 
