@@ -26,8 +26,7 @@ from app.api.audit import AuditController
 from app.api.items import ItemsController
 from app.api.login import LoginController
 from app.api.private import PrivateController
-from app.api.totp import TotpController
-from app.api.users import UsersController
+from app.api.users import TotpController, UsersController
 from app.api.utils import UtilsController
 from app.audit_store import AuditStore
 from app.auth import EXCLUDE_FROM_AUTH, auth_middleware

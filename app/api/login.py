@@ -69,51 +69,6 @@ async def read_form_in_either_encoding(request: Request[Any, Any, Any]) -> None:
         state.form = {name: value for name, value in state.form.items() if value != ""}
 
 
-T = TypeVar("T")
-
-
-async def counted_as_guess(
-    rate_limiter: RateLimiter, settings: Settings, user_id: UUID, attempt: Coroutine[Any, Any, T]
-) -> T:
-    """A check of a one-time or recovery code (`attempt`), counted against the account's OTP_FAILURES quota: as at
-    login, reserved before the check and refunded when it passed (a truthy result), so that concurrent guesses
-    cannot all pass a check made before any of them is recorded. 429 when the quota is full (`attempt` not run)."""
-    quota = Quota(identity_key("otp-fail:account", str(user_id)), settings.OTP_FAILURES_PER_ACCOUNT_PER_MINUTE, MINUTE)
-    try:
-        reservation = await rate_limiter.reserve(quota)
-    except TooManyRequests:
-        attempt.close()
-        raise
-    try:
-        result = await attempt
-    except Exception:
-        await rate_limiter.refund(reservation)  # not a guess: the request was refused otherwise, or failed
-        raise
-    if result:
-        await rate_limiter.refund(reservation)
-    return result
-
-
-async def check_second_factor(
-    totp: TotpService, rate_limiter: RateLimiter, settings: Settings, user_id: UUID, data: LoginForm
-) -> None:
-    """A login's second factor, for an account that has one: 401 when it is missing or refused."""
-    if data.otp is None and data.recovery_code is None:
-        raise Unauthorized(OTP_REQUIRED)
-    try:
-        attempt = totp.verify(user_id, data.otp, data.recovery_code)
-        used = await counted_as_guess(rate_limiter, settings, user_id, attempt)
-    except TooManyRequests:
-        audit(AuditEvent.LOGIN_OTP_FAILED, user_id=user_id, reason="locked_out")
-        count_login("refused")
-        raise
-    if used is None:
-        kind = "otp" if data.otp is not None else "recovery_code"
-        audit(AuditEvent.LOGIN_OTP_FAILED, user_id=user_id, reason=kind)
-        count_login("failed")
-        raise Unauthorized(INVALID_OTP if kind == "otp" else INVALID_RECOVERY_CODE)
-
-
 def reset_token_for(settings: Settings, email: str, hashed_password: str) -> str:
     expires = timedelta(hours=settings.EMAIL_RESET_TOKEN_EXPIRE_HOURS)
     return security.create_reset_token(email, hashed_password, settings.SECRET_KEY, expires)
@@ -309,3 +264,48 @@ class LoginController(Controller):
         return Response(
             mail.html, media_type=MediaType.HTML, headers={"X-Email-Subject": emails.http_header_value(mail.subject)}
         )
+
+
+T = TypeVar("T")
+
+
+async def counted_as_guess(
+    rate_limiter: RateLimiter, settings: Settings, user_id: UUID, attempt: Coroutine[Any, Any, T]
+) -> T:
+    """A check of a one-time or recovery code (`attempt`), counted against the account's OTP_FAILURES quota: as at
+    login, reserved before the check and refunded when it passed (a truthy result), so that concurrent guesses
+    cannot all pass a check made before any of them is recorded. 429 when the quota is full (`attempt` not run)."""
+    quota = Quota(identity_key("otp-fail:account", str(user_id)), settings.OTP_FAILURES_PER_ACCOUNT_PER_MINUTE, MINUTE)
+    try:
+        reservation = await rate_limiter.reserve(quota)
+    except TooManyRequests:
+        attempt.close()
+        raise
+    try:
+        result = await attempt
+    except Exception:
+        await rate_limiter.refund(reservation)  # not a guess: the request was refused otherwise, or failed
+        raise
+    if result:
+        await rate_limiter.refund(reservation)
+    return result
+
+
+async def check_second_factor(
+    totp: TotpService, rate_limiter: RateLimiter, settings: Settings, user_id: UUID, data: LoginForm
+) -> None:
+    """A login's second factor, for an account that has one: 401 when it is missing or refused."""
+    if data.otp is None and data.recovery_code is None:
+        raise Unauthorized(OTP_REQUIRED)
+    try:
+        attempt = totp.verify(user_id, data.otp, data.recovery_code)
+        used = await counted_as_guess(rate_limiter, settings, user_id, attempt)
+    except TooManyRequests:
+        audit(AuditEvent.LOGIN_OTP_FAILED, user_id=user_id, reason="locked_out")
+        count_login("refused")
+        raise
+    if used is None:
+        kind = "otp" if data.otp is not None else "recovery_code"
+        audit(AuditEvent.LOGIN_OTP_FAILED, user_id=user_id, reason=kind)
+        count_login("failed")
+        raise Unauthorized(INVALID_OTP if kind == "otp" else INVALID_RECOVERY_CODE)
