@@ -36,6 +36,11 @@ class AuditEvent(StrEnum):
     PAT_REVOKED = "pat.revoked"
     EMAIL_VERIFICATION_SENT = "email.verification_sent"
     EMAIL_VERIFIED = "email.verified"
+    TOTP_ENABLED = "totp.enabled"
+    TOTP_DISABLED = "totp.disabled"
+    TOTP_REMOVED = "totp.removed"
+    LOGIN_OTP_FAILED = "login.otp_failed"
+    RECOVERY_CODE_USED = "recovery_code.used"
 
 
 # Where the app that serves the request keeps its events too (app/audit_store.py), when it stores them: set for each

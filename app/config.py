@@ -109,6 +109,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     PASSWORD_BREACH_MIN_COUNT: Annotated[int, msgspec.Meta(ge=1)] = 1
     PASSWORD_BREACH_TIMEOUT_SECONDS: Annotated[float, msgspec.Meta(gt=0, le=30)] = 2.0
     PASSWORD_BREACH_FAIL_CLOSED: bool = False
+    # TOTP second factor (README "Two-factor authentication (TOTP)"): the key its secrets are encrypted with at
+    # rest, at least MIN_TOTP_KEY_CHARS characters; unset, enrolment answers 503. No default: a key known to all
+    # would encrypt nothing.
+    TOTP_ENCRYPTION_KEY: str | None = None
+    # Wrong one-time or recovery codes a signed-in password may try per account per minute (0: no limit).
+    OTP_FAILURES_PER_ACCOUNT_PER_MINUTE: Annotated[int, msgspec.Meta(ge=0)] = 5
     # The built frontend served at `/` (the template's Vite build writes it to app/frontend). Unset: app/frontend
     # when it is there, else no frontend; set: it must exist.
     FRONTEND_DIR: str | None = None
@@ -216,6 +222,7 @@ def load_settings(environ: dict[str, str] | None = None, env_file: Path | None =
     _check_frontend_dir(settings)
     _check_breach_url(settings)
     _check_email_verification(settings)
+    _check_totp_key(settings)
     return settings
 
 
@@ -245,6 +252,24 @@ def _check_email_verification(settings: Settings) -> None:
             warnings.warn(message, stacklevel=3)
         else:
             raise SettingsError(message)
+
+
+# Fernet's key is derived from it by SHA-256: a short one would be guessable offline from a copy of the table.
+MIN_TOTP_KEY_CHARS = 32
+
+
+def _check_totp_key(settings: Settings) -> None:
+    """Refused in every environment: the feature is opt-in, so there is no deploy this would break."""
+    key = settings.TOTP_ENCRYPTION_KEY
+    if key is None:
+        return
+    if len(key) < MIN_TOTP_KEY_CHARS:
+        raise SettingsError(
+            f"TOTP_ENCRYPTION_KEY: {len(key)} characters is too short, use at least {MIN_TOTP_KEY_CHARS} "
+            "(e.g. the output of `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+        )
+    if key == settings.SECRET_KEY:
+        raise SettingsError("TOTP_ENCRYPTION_KEY: must differ from SECRET_KEY (one leaked key should not give both)")
 
 
 def _check_frontend_dir(settings: Settings) -> None:

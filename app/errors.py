@@ -15,6 +15,7 @@ from litestar.exceptions import ClientException, HTTPException, ValidationExcept
 from litestar.params import BodyKwarg
 from litestar.status_codes import (
     HTTP_400_BAD_REQUEST,
+    HTTP_401_UNAUTHORIZED,
     HTTP_403_FORBIDDEN,
     HTTP_404_NOT_FOUND,
     HTTP_409_CONFLICT,
@@ -63,6 +64,15 @@ EMAIL_NOT_VERIFIED = (
 )
 EMAIL_VERIFICATION_OFF = "Email verification is off"
 
+# The TOTP second factor (ours, issue 26).
+TOTP_NOT_CONFIGURED = "Two-factor authentication is not configured"
+TOTP_ALREADY_ENABLED = "Two-factor authentication is already enabled"
+TOTP_NOT_ENROLLED = "No two-factor enrolment to confirm: start one first"
+TOTP_NOT_ENABLED = "Two-factor authentication is not enabled"
+OTP_REQUIRED = "A one-time code is required"
+INVALID_OTP = "Invalid, expired or already used one-time code"
+INVALID_RECOVERY_CODE = "Invalid or already used recovery code"
+
 
 class BadRequest(HTTPException):
     status_code = HTTP_400_BAD_REQUEST
@@ -78,6 +88,10 @@ class DomainError(Exception):
 
 class Rejected(DomainError):
     """The request contradicts a rule (400)."""
+
+
+class Unauthorized(DomainError):
+    """The credentials given are not enough (401): a login's second factor is missing or wrong."""
 
 
 class Forbidden(DomainError):
@@ -102,15 +116,17 @@ class Unprocessable(DomainError):
 
 
 class Unavailable(DomainError):
-    """A service this one relies on for the request did not answer, and the request may not go on without it (503,
-    with Retry-After as the database's 503)."""
+    """A service this one relies on for the request did not answer, or a feature it needs is not configured on this
+    server, and the request may not go on without it (503, with Retry-After as the database's 503)."""
 
 
 _DOMAIN_STATUS: dict[type[DomainError], int] = {
     Rejected: HTTP_400_BAD_REQUEST,
+    Unauthorized: HTTP_401_UNAUTHORIZED,
     Forbidden: HTTP_403_FORBIDDEN,
     NotFound: HTTP_404_NOT_FOUND,
     Conflict: HTTP_409_CONFLICT,
+    Unavailable: HTTP_503_SERVICE_UNAVAILABLE,
 }
 
 

@@ -26,7 +26,7 @@ from app.api.audit import AuditController
 from app.api.items import ItemsController
 from app.api.login import LoginController
 from app.api.private import PrivateController
-from app.api.users import UsersController
+from app.api.users import TotpController, UsersController
 from app.api.utils import UtilsController
 from app.audit_store import AuditStore
 from app.auth import EXCLUDE_FROM_AUTH, auth_middleware
@@ -45,7 +45,13 @@ from app.openapi import SECURITY_SCHEME, openapi_fixups, operation_id
 from app.ratelimit import RateLimiter
 from app.schemas import SHOWN_WITH_EMAIL_VERIFICATION, Caller
 from app.security import passwords
-from app.services import provide_item_service, provide_session_service, provide_token_service, provide_user_service
+from app.services import (
+    provide_item_service,
+    provide_session_service,
+    provide_token_service,
+    provide_totp_service,
+    provide_user_service,
+)
 from app.sessions import Pruner, Touches
 from app.tracing import Tracing, tracing_enabled
 from app.validation import reject_nul_characters
@@ -204,7 +210,14 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
     if tracing is not None:
         tracing.instrument(db_config.get_engine(), fast)
 
-    controllers: list[Any] = [LoginController, UsersController, ItemsController, UtilsController, AuditController]
+    controllers: list[Any] = [
+        LoginController,
+        UsersController,
+        TotpController,
+        ItemsController,
+        UtilsController,
+        AuditController,
+    ]
     if settings.private_routes_enabled:
         controllers.append(PrivateController)
     services = {
@@ -212,6 +225,7 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
         "items": Provide(provide_item_service, sync_to_thread=False),
         "sessions": Provide(provide_session_service, sync_to_thread=False),
         "tokens": Provide(provide_token_service, sync_to_thread=False),
+        "totp": Provide(provide_totp_service, sync_to_thread=False),
     }
     api = Router(path=settings.API_V1_STR, route_handlers=controllers, dependencies=services)
 

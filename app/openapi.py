@@ -268,6 +268,10 @@ def _in_the_templates_order(app: Litestar, paths: dict[str, PathItem]) -> dict[s
         if not isinstance(route, HTTPRoute) or route.path_format not in paths:
             continue
         for handler in route.route_handlers:
+            # Not Litestar's own OPTIONS handler: its line (in Litestar) would place every path declared below it
+            # by the order routes happen to be registered in, whatever their handlers' lines.
+            if not handler.fn.__module__.startswith("app."):
+                continue
             tags = handler.resolve_tags()
             tag = TAG_ORDER.index(tags[0]) if tags and tags[0] in TAG_ORDER else len(TAG_ORDER)
             line = handler.fn.__code__.co_firstlineno if hasattr(handler.fn, "__code__") else 0

@@ -226,6 +226,31 @@ class ItemUpdate(Struct):
     description: Description | UnsetType | None = UNSET
 
 
+# A code as typed: a TOTP code (6 digits) or a recovery code (`xxxxx-xxxxx`), spaces allowed; bounded before any
+# work on it.
+OtpCode = Annotated[str, Meta(min_length=1, max_length=64)]
+
+
+# What enrolment answers: the secret to give the authenticator app, by hand or as the URI (a QR code of it).
+class TotpEnrolment(Struct):
+    secret: str
+    otpauth_uri: str
+
+
+class TotpConfirm(Struct):
+    code: OtpCode
+
+
+# Shown once, when the second factor is confirmed: only their digests are kept.
+class TotpRecoveryCodes(Struct):
+    recovery_codes: list[str]
+
+
+class TotpDisable(Struct):
+    password: Password
+    code: OtpCode  # a current TOTP code or a recovery code
+
+
 PatScope = Literal["read", "read-write"]
 
 
@@ -264,6 +289,10 @@ class LoginForm(Struct, kw_only=True):
     scope: FormText = ""
     client_id: FormText | None = None
     client_secret: Secret | None = None
+    # The second factor of an account that has one (README "Two-factor authentication (TOTP)"): the authenticator's
+    # current code, or one of the recovery codes. Ignored for an account without one.
+    otp: OtpCode | None = None
+    recovery_code: Secret | None = None
 
 
 class RefreshForm(Struct, kw_only=True):

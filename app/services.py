@@ -11,11 +11,12 @@ none pays nothing for it."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache, cached_property, partial
-from typing import Any, Generic
+from typing import Any, Generic, Literal
 from uuid import UUID
 
 import msgspec
@@ -40,11 +41,13 @@ from sqlalchemy import (
     true,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from uuid_utils.compat import uuid7
 
-from app import security
+from app import security, totp
 from app.audit import AuditEvent, audit
 from app.errors import (
     EMAIL_TAKEN,
@@ -58,11 +61,16 @@ from app.errors import (
     SAME_PASSWORD,
     SUPERUSER_SELF_DELETE,
     TOKEN_NOT_FOUND,
+    TOTP_ALREADY_ENABLED,
+    TOTP_NOT_CONFIGURED,
+    TOTP_NOT_ENABLED,
+    TOTP_NOT_ENROLLED,
     USER_NOT_FOUND,
     Conflict,
     Forbidden,
     NotFound,
     Rejected,
+    Unavailable,
     Unprocessable,
 )
 from app.schemas import (
@@ -78,13 +86,25 @@ from app.schemas import (
     SessionPublic,
     SessionShown,
     SessionsPublic,
+    TotpEnrolment,
+    TotpRecoveryCodes,
     UserPublic,
     UsersPublic,
 )
 from app.validation import error
 from db.executor import Executor, S, columns, from_row
 from db.identity import email_identity
-from db.models import Base, Item, PersonalAccessToken, User, UserSession, utc_now
+from db.models import (
+    TOTP_KEY,
+    Base,
+    Item,
+    PersonalAccessToken,
+    User,
+    UserRecoveryCode,
+    UserSession,
+    UserTotp,
+    utc_now,
+)
 
 OpenSession = Callable[[], AsyncSession]
 # A check of a new password before it is accepted (app/breach.py's, when on): given the password and the body field
@@ -806,6 +826,226 @@ class PersonalAccessTokenService:
         audit(AuditEvent.PAT_REVOKED, user_id=self.caller.id, token_id=str(token_id))
 
 
+class TotpState(msgspec.Struct, frozen=True):
+    """A user's second factor as its row holds it (the secret decrypted by its column's type)."""
+
+    secret: str
+    confirmed_at: datetime | None
+
+
+SecondFactor = Literal["otp", "recovery_code"]
+RECOVERY_CODES = 10
+
+
+def recovery_digest(code: str) -> str:
+    """What is kept of a recovery code: the sha256 of its normalised form (50 random bits: no salt needed)."""
+    return security.token_digest(totp.normalize_recovery_code(code))
+
+
+class TotpRepository:
+    """The second factor's rows, on the request's ORM session (in its transaction, committed on 2xx): the secret
+    column is encrypted and decrypted by its type (EncryptedString), which the fast executor (raw asyncpg) would
+    not run. Each change that must happen once is one UPDATE … WHERE its condition still holds … RETURNING, so
+    concurrent requests cannot both pass it."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def read(self, user_id: UUID) -> TotpState | None:
+        statement = select(UserTotp.secret, UserTotp.confirmed_at).where(UserTotp.user_id == user_id)
+        row = (await self.session.execute(statement)).first()
+        return TotpState(*row) if row else None
+
+    async def is_confirmed(self, user_id: UUID) -> bool:
+        """Without the secret: needs no key."""
+        statement = select(UserTotp.user_id).where(UserTotp.user_id == user_id, UserTotp.confirmed_at.is_not(None))
+        return (await self.session.execute(statement)).first() is not None
+
+    async def save_pending(self, user_id: UUID, secret: str, now: datetime) -> bool:
+        """A new pending secret, replacing a pending one; False (nothing written) when a confirmed one exists."""
+        upsert = postgresql_insert if self.session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        values = {"user_id": user_id, "secret": secret, "confirmed_at": None, "last_used_step": 0, "created_at": now}
+        new = upsert(UserTotp).values(values)
+        statement = new.on_conflict_do_update(
+            index_elements=[UserTotp.user_id],
+            set_={"secret": new.excluded.secret, "created_at": new.excluded.created_at},
+            where=UserTotp.confirmed_at.is_(None),
+        ).returning(UserTotp.user_id)
+        return (await self.session.execute(statement)).first() is not None
+
+    async def accept_step(self, user_id: UUID, step: int, confirm_at: datetime | None = None) -> bool:
+        """Whether `step` is newer than the last accepted one (now it is the last): each code works once. With
+        `confirm_at`, only for a pending secret, which it confirms; otherwise only for a confirmed one."""
+        values: dict[str, Any] = {"last_used_step": step}
+        state = UserTotp.confirmed_at.is_not(None)
+        if confirm_at is not None:
+            values["confirmed_at"] = confirm_at
+            state = UserTotp.confirmed_at.is_(None)
+        statement = (
+            update(UserTotp)
+            .where(UserTotp.user_id == user_id, UserTotp.last_used_step < step, state)
+            .values(values)
+            .returning(UserTotp.user_id)
+            .execution_options(synchronize_session=False)
+        )
+        return (await self.session.execute(statement)).first() is not None
+
+    async def use_recovery_code(self, user_id: UUID, digest: str, now: datetime) -> bool:
+        """Whether the user had this unused code (now used)."""
+        statement = (
+            update(UserRecoveryCode)
+            .where(
+                UserRecoveryCode.user_id == user_id,
+                UserRecoveryCode.digest == digest,
+                UserRecoveryCode.used_at.is_(None),
+            )
+            .values(used_at=now)
+            .returning(UserRecoveryCode.id)
+            .execution_options(synchronize_session=False)
+        )
+        return (await self.session.execute(statement)).first() is not None
+
+    async def replace_recovery_codes(self, user_id: UUID, digests: list[str], now: datetime) -> None:
+        await self.session.execute(delete(UserRecoveryCode).where(UserRecoveryCode.user_id == user_id))
+        rows = [{"id": uuid7(), "user_id": user_id, "digest": digest, "created_at": now} for digest in digests]
+        await self.session.execute(insert(UserRecoveryCode), rows)
+
+    async def set_enabled(self, user_id: UUID, enabled: bool) -> bool:
+        """user.totp_enabled, in the transaction that confirms or removes the factor; whether the user exists."""
+        statement = (
+            update(User)
+            .where(User.id == user_id)
+            .values(totp_enabled=enabled)
+            .returning(User.id)
+            .execution_options(synchronize_session=False)
+        )
+        return (await self.session.execute(statement)).first() is not None
+
+    async def remove(self, user_id: UUID) -> bool:
+        """The user's secret (pending or confirmed) and recovery codes; whether there was a secret."""
+        statement = delete(UserTotp).where(UserTotp.user_id == user_id).returning(UserTotp.user_id)
+        removed = (await self.session.execute(statement)).first() is not None
+        await self.session.execute(delete(UserRecoveryCode).where(UserRecoveryCode.user_id == user_id))
+        return removed
+
+
+class TotpService:
+    """A user's TOTP second factor: enrolment (a pending secret), confirmation with a first code (which turns it on
+    and makes the recovery codes), the check at login, and its removal by its owner or a superuser. `key` is
+    TOTP_ENCRYPTION_KEY: without it nothing needing the secret is possible (503).
+
+    A method that checks a code answers None or False when the code is refused, so that the caller counts it as a
+    guess (app/api/login.py `counted_as_guess`); what refuses the request for another reason raises."""
+
+    def __init__(
+        self,
+        caller: Caller | None,
+        open_session: OpenSession,
+        passwords: security.Passwords,
+        key: str | None,
+        issuer: str,
+    ) -> None:
+        self._caller = caller
+        self.open_session = open_session
+        self.passwords = passwords
+        self.key = key
+        self.issuer = issuer
+
+    @cached_property
+    def repository(self) -> TotpRepository:
+        return TotpRepository(self.open_session())
+
+    @property
+    def caller(self) -> Caller:
+        if self._caller is None:
+            raise RuntimeError("this route is not authenticated: it has no caller")
+        return self._caller
+
+    @contextmanager
+    def _keyed(self) -> Iterator[None]:
+        """The statements within encrypt and decrypt the secret with this app's key (db/models.py TOTP_KEY)."""
+        if self.key is None:
+            raise Unavailable(TOTP_NOT_CONFIGURED)
+        token = TOTP_KEY.set(self.key)
+        try:
+            yield
+        finally:
+            TOTP_KEY.reset(token)
+
+    async def enrol(self) -> TotpEnrolment:
+        """A new secret for the caller, pending until confirmed (a new enrolment replaces a pending one)."""
+        secret = totp.new_secret()
+        with self._keyed():
+            if not await self.repository.save_pending(self.caller.id, secret, utc_now()):
+                raise Conflict(TOTP_ALREADY_ENABLED)
+        return TotpEnrolment(secret=secret, otpauth_uri=totp.otpauth_uri(secret, self.issuer, self.caller.email))
+
+    async def confirm(self, code: str) -> TotpRecoveryCodes | None:
+        """The pending secret confirmed by a current code (which is then used up): the second factor is on, and
+        these recovery codes (shown once) replace any earlier ones. None when the code is refused."""
+        user_id = self.caller.id
+        now = utc_now()
+        with self._keyed():
+            state = await self.repository.read(user_id)
+            if state is None:
+                raise Rejected(TOTP_NOT_ENROLLED)
+            if state.confirmed_at is not None:
+                raise Conflict(TOTP_ALREADY_ENABLED)
+            step = totp.matching_step(state.secret, code)
+            if step is None or not await self.repository.accept_step(user_id, step, confirm_at=now):
+                return None
+        codes = [totp.new_recovery_code() for _ in range(RECOVERY_CODES)]
+        await self.repository.replace_recovery_codes(user_id, [recovery_digest(code) for code in codes], now)
+        await self.repository.set_enabled(user_id, True)
+        audit(AuditEvent.TOTP_ENABLED, user_id=user_id)
+        return TotpRecoveryCodes(recovery_codes=codes)
+
+    async def verify(self, user_id: UUID, otp: str | None, recovery_code: str | None) -> SecondFactor | None:
+        """The second factor given (a current code, else a recovery code) accepted and used up, or None. A code is
+        accepted once: for a step within the window newer than the last accepted one."""
+        if otp is not None:
+            with self._keyed():
+                state = await self.repository.read(user_id)
+                if state is None or state.confirmed_at is None:
+                    return None  # removed since the login read the user
+                step = totp.matching_step(state.secret, otp)
+                accepted = step is not None and await self.repository.accept_step(user_id, step)
+            return "otp" if accepted else None
+        if recovery_code is not None and await self.repository.use_recovery_code(
+            user_id, recovery_digest(recovery_code), utc_now()
+        ):
+            audit(AuditEvent.RECOVERY_CODE_USED, user_id=user_id)
+            return "recovery_code"
+        return None
+
+    async def disable(self, password: str, code: str) -> bool:
+        """The caller's own second factor off, with their password and a current code or a recovery code; False
+        when either is wrong (the answer does not say which)."""
+        user_id = self.caller.id
+        if not await self.repository.is_confirmed(user_id):
+            raise Rejected(TOTP_NOT_ENABLED)
+        matches, _ = await self.passwords.verify(password, self.caller.hashed_password)
+        if not matches:
+            return False
+        is_otp = totp.looks_like_otp(code)
+        used = await self.verify(user_id, code if is_otp else None, None if is_otp else code)
+        if used is None:
+            return False
+        await self.repository.remove(user_id)
+        await self.repository.set_enabled(user_id, False)
+        audit(AuditEvent.TOTP_DISABLED, user_id=user_id, with_code=used)
+        return True
+
+    async def remove(self, user_id: UUID) -> None:
+        """By a superuser (a user who lost their authenticator and their recovery codes): 404 for a user who is
+        not there or has no second factor (pending or confirmed)."""
+        if not await self.repository.set_enabled(user_id, False):
+            raise NotFound(USER_NOT_FOUND)
+        if not await self.repository.remove(user_id):
+            raise NotFound(TOTP_NOT_ENABLED)  # the request's transaction is rolled back: nothing changed
+        audit(AuditEvent.TOTP_REMOVED, user_id=user_id, actor_id=self.caller.id)
+
+
 class UserService:
     """Accounts and credentials. `caller` is None on the routes that need no authentication (login, signup);
     `found` is the user a route read with its caller (ReadWithCaller), if any."""
@@ -895,6 +1135,7 @@ class UserService:
             "kept_token_digest": None,
             "kept_session_id": None,
             "item_count": 0,
+            "totp_enabled": False,
         }
         try:
             await UserRepository.insert(self.fast, row)
@@ -1174,6 +1415,12 @@ def provide_user_service(request: Request[Any, Any, Any]) -> UserService:
 def provide_token_service(request: Request[Caller, Any, Any]) -> PersonalAccessTokenService:
     state = request.app.state
     return PersonalAccessTokenService(request.user, state.executor, state.settings.PAT_MAX_DAYS)
+
+
+def provide_totp_service(request: Request[Any, Any, Any]) -> TotpService:
+    state = request.app.state
+    key, issuer = state.settings.TOTP_ENCRYPTION_KEY, state.settings.PROJECT_NAME
+    return TotpService(request.scope.get("user"), _session_opener(request), state.passwords, key, issuer)
 
 
 def provide_session_service(request: Request[Caller, security.AccessToken, Any]) -> SessionService:

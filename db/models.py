@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from uuid import UUID, uuid5
 
 from advanced_alchemy.base import AdvancedDeclarativeBase, CommonTableAttributes
-from advanced_alchemy.types import GUID, DateTimeUTC
-from sqlalchemy import Boolean, Column, ForeignKey, Index, Integer, String, Table, Text, true
+from advanced_alchemy.types import GUID, DateTimeUTC, EncryptedString
+from advanced_alchemy.types.encrypted_string import FernetBackend
+from sqlalchemy import Boolean, Column, ForeignKey, Index, Integer, String, Table, Text, false, true
 from sqlalchemy.ext.asyncio import AsyncAttrs
 from sqlalchemy.orm import Mapped, mapped_column, validates
 from uuid_utils.compat import uuid7
@@ -33,13 +35,20 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class Base(CommonTableAttributes, AdvancedDeclarativeBase, AsyncAttrs):
-    """Table name from the class name, UUID primary key (time-ordered v7: compact, append-only inserts)."""
+class Row(CommonTableAttributes, AdvancedDeclarativeBase, AsyncAttrs):
+    """Table name from the class name, a creation time; the primary key is the table's own (see `Base`)."""
+
+    __abstract__ = True
+
+    created_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=utc_now, sort_order=100)
+
+
+class Base(Row):
+    """A UUID primary key (time-ordered v7: compact, append-only inserts)."""
 
     __abstract__ = True
 
     id: Mapped[UUID] = mapped_column(GUID, primary_key=True, default=uuid7, sort_order=-100)
-    created_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=utc_now, sort_order=100)
 
 
 class User(Base):
@@ -73,6 +82,9 @@ class User(Base):
     # before migration 0010 and for a writer that knows only the template's columns; a signup or an email change
     # stores False.
     is_verified: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    # Whether a confirmed second factor (user_totp) guards the login: set in the transaction that confirms or removes
+    # it, so that the login of a user without one reads nothing more than the user's row.
+    totp_enabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     @validates("email")
     def _set_email_key(self, _: str, email: str) -> str:
@@ -131,6 +143,42 @@ class PersonalAccessToken(Base):
     last_used_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
     expires_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
+
+
+# The key TOTP secrets are encrypted with (the app's TOTP_ENCRYPTION_KEY), for the statement being run: each app sets
+# it for its own requests (app/services.py `TotpService`), as db/ knows no settings.
+TOTP_KEY: ContextVar[str | None] = ContextVar("totp_key", default=None)
+
+
+def totp_key() -> str:
+    key = TOTP_KEY.get()
+    if key is None:
+        raise LookupError("no TOTP_ENCRYPTION_KEY for this statement")  # a bug: the service checks it first
+    return key
+
+
+class UserTotp(Row):
+    """A user's TOTP secret (app/totp.py), encrypted at rest (Fernet, keyed by TOTP_ENCRYPTION_KEY). Pending until
+    confirmed with a code; `last_used_step` is the newest time step a code was accepted for, so each code works
+    once. Deleted with its user."""
+
+    __tablename__ = "user_totp"
+
+    user_id: Mapped[UUID] = mapped_column(GUID, ForeignKey("user.id", ondelete="CASCADE"), primary_key=True)
+    secret: Mapped[str] = mapped_column(EncryptedString(key=totp_key, backend=FernetBackend))
+    confirmed_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
+    last_used_step: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class UserRecoveryCode(Base):
+    """A single-use recovery code of a user's second factor: only its sha256 is kept (shown once, when confirmed)."""
+
+    __tablename__ = "user_recovery_code"
+    __table_args__ = (Index("ix_user_recovery_code_user_id", "user_id"),)
+
+    user_id: Mapped[UUID] = mapped_column(GUID, ForeignKey("user.id", ondelete="CASCADE"))
+    digest: Mapped[str] = mapped_column(String(64))
+    used_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
 
 
 class AuditRecord(Base):

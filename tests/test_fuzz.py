@@ -68,7 +68,9 @@ def fuzz_target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
         url = f"sqlite+aiosqlite:///{Path(tmp_path_factory.mktemp('fuzz')) / 'fuzz.db'}"
     try:
         prepare(url)
-        settings = make_settings(url)
+        # With the second factor configured, so that its routes are fuzzed past their 503 (README "Two-factor
+        # authentication (TOTP)").
+        settings = make_settings(url, TOTP_ENCRYPTION_KEY="a-fuzzing-totp-encryption-key-0123456789")
         with LiveServer(create_app(settings)) as server, httpx.Client(base_url=server.url + "/api/v1") as http:
             headers = login(http, SUPERUSER_EMAIL, SUPERUSER_PASSWORD)
             superuser = Caller(

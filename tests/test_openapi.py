@@ -79,6 +79,11 @@ EXTRA_OPERATION_IDS = {
     # Email verification (README "Email verification").
     "users-verify_email",
     "users-resend_verification_email",
+    # The TOTP second factor (README "Two-factor authentication (TOTP)").
+    "users-enrol_totp",
+    "users-confirm_totp",
+    "users-disable_totp",
+    "users-remove_user_totp",
 }
 
 

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+from collections.abc import Coroutine
 from datetime import timedelta
 from functools import partial
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
+from uuid import UUID
 
 from litestar import Controller, MediaType, Request, Response, post
 from litestar._parsers import parse_url_encoded_form_data
@@ -20,17 +22,21 @@ from app.errors import (
     EMAIL_NOT_VERIFIED,
     INACTIVE_USER,
     INCORRECT_LOGIN,
+    INVALID_OTP,
+    INVALID_RECOVERY_CODE,
     INVALID_REFRESH_TOKEN,
     INVALID_TOKEN,
+    OTP_REQUIRED,
     UNKNOWN_USERNAME,
     BadRequest,
     Forbidden,
+    Unauthorized,
 )
 from app.metrics import count_email, count_login
 from app.openapi import error_responses
 from app.ratelimit import Quota, RateLimiter, TooManyRequests, identity_key
 from app.schemas import ADDRESS_MAX, Caller, LoginForm, Message, NewPassword, RefreshForm, Token, TokenPair, UserPublic
-from app.services import UserService
+from app.services import TotpService, UserService
 from app.sessions import client_network, session_label
 from app.validation import reject_nul_characters
 from db.identity import email_identity
@@ -86,7 +92,8 @@ class LoginController(Controller):
         responses=error_responses(
             {
                 400: [INCORRECT_LOGIN, INACTIVE_USER],
-                429: ["Too many failed logins for this account or client"],
+                401: [OTP_REQUIRED, INVALID_OTP, INVALID_RECOVERY_CODE + " (an account with a second factor)"],
+                429: ["Too many failed logins (or one-time codes) for this account or client"],
             }
         ),
     )
@@ -96,9 +103,11 @@ class LoginController(Controller):
         users: NamedDependency[UserService],
         settings: NamedDependency[Settings],
         rate_limiter: NamedDependency[RateLimiter],
+        totp: NamedDependency[TotpService],
         data: Annotated[LoginForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
     ) -> Token:
-        """OAuth2 password login: an access token for future requests."""
+        """OAuth2 password login: an access token for future requests. An account with a second factor also needs
+        `otp` (the authenticator's current code) or `recovery_code` (401 without)."""
         # Every attempt is counted as a failure before the password is checked, and refunded when it was right:
         # concurrent guesses cannot all pass a check made before any of them is recorded.
         try:
@@ -132,6 +141,8 @@ class LoginController(Controller):
             audit(AuditEvent.LOGIN_FAILED, user_id=user.id, reason="inactive")
             count_login("failed")
             raise BadRequest(INACTIVE_USER)
+        if user.totp_enabled:
+            await check_second_factor(totp, rate_limiter, settings, user.id, data)
         if settings.EMAIL_VERIFICATION == "required" and not user.is_verified:
             audit(AuditEvent.LOGIN_FAILED, user_id=user.id, reason="unverified")
             count_login("failed")
@@ -259,3 +270,48 @@ class LoginController(Controller):
         return Response(
             mail.html, media_type=MediaType.HTML, headers={"X-Email-Subject": emails.http_header_value(mail.subject)}
         )
+
+
+T = TypeVar("T")
+
+
+async def counted_as_guess(
+    rate_limiter: RateLimiter, settings: Settings, user_id: UUID, attempt: Coroutine[Any, Any, T]
+) -> T:
+    """A check of a one-time or recovery code (`attempt`), counted against the account's OTP_FAILURES quota: as at
+    login, reserved before the check and refunded when it passed (a truthy result), so that concurrent guesses
+    cannot all pass a check made before any of them is recorded. 429 when the quota is full (`attempt` not run)."""
+    quota = Quota(identity_key("otp-fail:account", str(user_id)), settings.OTP_FAILURES_PER_ACCOUNT_PER_MINUTE, MINUTE)
+    try:
+        reservation = await rate_limiter.reserve(quota)
+    except TooManyRequests:
+        attempt.close()
+        raise
+    try:
+        result = await attempt
+    except Exception:
+        await rate_limiter.refund(reservation)  # not a guess: the request was refused otherwise, or failed
+        raise
+    if result:
+        await rate_limiter.refund(reservation)
+    return result
+
+
+async def check_second_factor(
+    totp: TotpService, rate_limiter: RateLimiter, settings: Settings, user_id: UUID, data: LoginForm
+) -> None:
+    """A login's second factor, for an account that has one: 401 when it is missing or refused."""
+    if data.otp is None and data.recovery_code is None:
+        raise Unauthorized(OTP_REQUIRED)
+    try:
+        attempt = totp.verify(user_id, data.otp, data.recovery_code)
+        used = await counted_as_guess(rate_limiter, settings, user_id, attempt)
+    except TooManyRequests:
+        audit(AuditEvent.LOGIN_OTP_FAILED, user_id=user_id, reason="locked_out")
+        count_login("refused")
+        raise
+    if used is None:
+        kind = "otp" if data.otp is not None else "recovery_code"
+        audit(AuditEvent.LOGIN_OTP_FAILED, user_id=user_id, reason=kind)
+        count_login("failed")
+        raise Unauthorized(INVALID_OTP if kind == "otp" else INVALID_RECOVERY_CODE)
