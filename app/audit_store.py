@@ -8,7 +8,6 @@ remain). The same task prunes the events older than AUDIT_RETENTION_DAYS, a boun
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import deque
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -23,6 +22,7 @@ from sqlalchemy import Select, and_, bindparam, delete, func, insert, or_, selec
 from uuid_utils.compat import uuid7
 
 from app.audit import SINK
+from app.background import Periodic
 from app.schemas import AuditEventPublic, AuditEventsPublic
 from db.executor import Executor, columns
 from db.models import AuditRecord, utc_now
@@ -170,7 +170,8 @@ class AuditStore:
         self._buffer: deque[dict[str, Any]] = deque()
         self._limit = buffer_limit
         self._dropped = 0
-        self._task: asyncio.Task[None] | None = None
+        self._next_prune = float("-inf")
+        self._periodic = Periodic("audit-store", self._flush_and_prune, flush_seconds)
 
     def record(self, event: str, subject_id: UUID | None, actor_id: UUID | None, fields: dict[str, Any]) -> None:
         """app/audit.py's sink: the event joins the buffer (the request pays no statement for it)."""
@@ -225,29 +226,26 @@ class AuditStore:
             return 0
         return await AuditRepository.prune(self.fast, (now or utc_now()) - self.retention)
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        next_prune = loop.time()
-        while True:
-            await self.flush()
-            if loop.time() >= next_prune:
-                next_prune = loop.time() + self.prune_every
-                try:
-                    deleted = await self.prune()
-                    if deleted:
-                        log.info("audit events pruned", deleted=deleted)
-                except Exception as exc:  # the next run tries again
-                    log.warning("audit events not pruned", error=type(exc).__name__)
-            await asyncio.sleep(self.flush_seconds)
+    async def _flush_and_prune(self) -> None:
+        """One run of the store's task: the buffer written, and, every `prune_every` seconds, a pruning run."""
+        await self.flush()
+        now = asyncio.get_running_loop().time()
+        if now < self._next_prune:
+            return
+        self._next_prune = now + self.prune_every
+        try:
+            deleted = await self.prune()
+            if deleted:
+                log.info("audit events pruned", deleted=deleted)
+        except Exception as exc:  # the next run tries again
+            log.warning("audit events not pruned", error=type(exc).__name__)
 
     async def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="audit-store")
+        self._next_prune = float("-inf")  # the first run prunes
+        await self._periodic.start()
 
     async def stop(self) -> None:
-        """Stops the task, then writes what is left (run before the other shutdown steps, while the database is)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        """Stops the task (a batch being written is finished), then writes what is left (run before the other
+        shutdown steps, while the database is)."""
+        await self._periodic.stop()
         await self.flush()

@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 from datetime import datetime, timedelta
 from uuid import UUID
 
 import structlog
 
+from app.background import Periodic
 from app.services import SessionRepository
 from db.executor import Executor
 from db.models import utc_now
@@ -87,25 +87,18 @@ class Pruner:
 
     def __init__(self, fast: Executor, every: float = PRUNE_EVERY_SECONDS) -> None:
         self.fast = fast
-        self.every = every
-        self._task: asyncio.Task[None] | None = None
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                deleted = await prune(self.fast)
-                if deleted:
-                    log.info("sessions pruned", deleted=deleted)
-            except Exception as exc:  # the database may be away: the next run tries again
-                log.warning("sessions not pruned", error=type(exc).__name__)
-            await asyncio.sleep(self.every)
+        self._periodic = Periodic("session-pruner", self._prune, every)
 
     async def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="session-pruner")
+        await self._periodic.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._periodic.stop()
+
+    async def _prune(self) -> None:
+        try:
+            deleted = await prune(self.fast)
+            if deleted:
+                log.info("sessions pruned", deleted=deleted)
+        except Exception as exc:  # the database may be away: the next run tries again
+            log.warning("sessions not pruned", error=type(exc).__name__)
