@@ -43,6 +43,8 @@ from tests.conftest import (
     make_settings,
     random_email,
 )
+from tests.test_email_verification import mailed_token
+from tests.test_totp import TOTP_KEY, enrol, log_in, wrong_code
 
 UserFactory = Callable[..., Account]
 
@@ -169,6 +171,16 @@ DRIVEN_EVENTS = (
     "pat.first_used",
     "pat.revoked",
 )
+# ... and by the test after it, with email verification and a second factor on.
+DRIVEN_SECURITY_EVENTS = (
+    "email.verification_sent",
+    "email.verified",
+    "totp.enabled",
+    "totp.disabled",
+    "totp.removed",
+    "login.otp_failed",
+    "recovery_code.used",
+)
 NOT_DRIVEN: dict[str, str] = {}
 
 
@@ -189,8 +201,9 @@ def test_the_readme_lists_exactly_the_audit_events() -> None:
 
 
 def test_every_event_is_driven_below() -> None:
-    assert not set(DRIVEN_EVENTS) & set(NOT_DRIVEN)
-    assert set(DRIVEN_EVENTS) | set(NOT_DRIVEN) == {event.value for event in AuditEvent}
+    driven = set(DRIVEN_EVENTS) | set(DRIVEN_SECURITY_EVENTS)
+    assert not driven & set(NOT_DRIVEN)
+    assert driven | set(NOT_DRIVEN) == {event.value for event in AuditEvent}
 
 
 def recovered_token(http: httpx.Client, mailbox: Mailbox, email: str) -> str:
@@ -298,21 +311,77 @@ def test_every_event_is_stored_with_its_subject(served: Served, mailbox: Mailbox
         ]
 
         assert {event for event, *_ in expected} == set(DRIVEN_EVENTS)
-        for event, subject, actor, details in expected:
-            params = {"since": since, **({"user_id": subject} if subject else {})}
-            deadline = time.monotonic() + 10
-            while True:
-                rows = stored(http, admin, event=event, **params)
-                matching = [
-                    row
-                    for row in rows
-                    if (row["subject_id"], row["actor_id"]) == (subject, actor)
-                    and details.items() <= row["details"].items()
-                ]
-                if matching or time.monotonic() > deadline:
-                    break
-                time.sleep(0.05)
-            assert matching, (event, subject, actor, details, rows)
+        assert_stored(http, admin, since, expected)
+
+
+Expected = list[tuple[str, str | None, str | None, dict[str, Any]]]
+
+
+def assert_stored(http: httpx.Client, admin: dict[str, str], since: str, expected: Expected) -> None:
+    """Each (event, subject, actor, details) has a stored row since `since` (written after the answers)."""
+    for event, subject, actor, details in expected:
+        params = {"since": since, **({"user_id": subject} if subject else {})}
+        deadline = time.monotonic() + 10
+        while True:
+            rows = stored(http, admin, event=event, **params)
+            matching = [
+                row
+                for row in rows
+                if (row["subject_id"], row["actor_id"]) == (subject, actor)
+                and details.items() <= row["details"].items()
+            ]
+            if matching or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert matching, (event, subject, actor, details, rows)
+
+
+def test_every_account_security_event_is_stored(served: Served, mailbox: Mailbox, new_account: UserFactory) -> None:
+    """Email verification and the second factor, on: their events stored with their subjects."""
+    settings = trail_settings(served, EMAIL_VERIFICATION="optional", TOTP_ENCRYPTION_KEY=TOTP_KEY)
+    since = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
+    expected: Expected = []
+    with trail_client(settings) as http:
+        admin = login(http, SUPERUSER_EMAIL, SUPERUSER_PASSWORD)
+        admin_id = http.get("/users/me", headers=admin).json()["id"]
+
+        # A signup's link, then the address verified by it.
+        email = random_email()
+        signed_up = http.post("/users/signup", json={"email": email, "password": "a-good-password"})
+        assert signed_up.status_code == 200, signed_up.text
+        account = signed_up.json()["id"]
+        link_token = mailed_token(mailbox, email)
+        verified = http.post("/users/verify-email", json={"token": link_token})
+        assert verified.status_code == 200, verified.text
+        expected += [
+            ("email.verification_sent", account, None, {"reason": "signup"}),
+            ("email.verified", account, None, {}),
+        ]
+
+        # A second factor enrolled; a wrong code at login; a recovery code; turned off; again, removed by a superuser.
+        user = new_account()
+        enrolled = enrol(http, user)
+        wrong = {"otp": wrong_code(enrolled.secret, enrolled.step)}
+        assert log_in(http, user, **wrong).status_code == 401
+        assert log_in(http, user, recovery_code=enrolled.recovery_codes[0]).status_code == 200
+        off = {"password": user.password, "code": enrolled.recovery_codes[1]}
+        assert http.post("/users/me/totp/disable", json=off, headers=user.headers).status_code == 200
+        second = enrol(http, user)
+        removed = http.delete(f"/users/{user.id}/totp", headers=admin)
+        assert removed.status_code == 200, removed.text
+        expected += [
+            ("totp.enabled", user.id, None, {}),
+            ("login.otp_failed", user.id, None, {"reason": "otp"}),
+            ("recovery_code.used", user.id, None, {}),
+            ("totp.disabled", user.id, None, {}),
+            ("totp.removed", user.id, admin_id, {}),
+        ]
+
+        assert {event for event, *_ in expected} == set(DRIVEN_SECURITY_EVENTS)
+        assert_stored(http, admin, since, expected)
+    table = all_stored_text(served)
+    for secret in (link_token, enrolled.secret, second.secret, *enrolled.recovery_codes, *second.recovery_codes):
+        assert secret not in table
 
 
 # ---------------------------------------------------------------- no secret stored
