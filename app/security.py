@@ -177,23 +177,29 @@ def create_reset_token(email: str, hashed_password: str, secret: str, expires: t
     return _encode(claims, secret, expires)
 
 
-def decode_reset_token(token: str, secret: str) -> tuple[str, str]:
-    """The email and password fingerprint of a valid reset token (the template's reset tokens carry no type
-    and no fingerprint: they are refused, see the README's cutover procedure)."""
+def _decode_link_token(token: str, secret: str, typ: str, claim: str) -> dict[str, Any]:
+    """The claims of a valid token of a mailed link: signed with `secret`, of type `typ`, unexpired, with `claim`."""
     try:
         claims: dict[str, Any] = jwt.decode(
             token,
             secret,
             algorithms=[ALGORITHM],
-            options={"require": ["exp", "iat", "sub", "typ", "pwd"]},
+            options={"require": ["exp", "iat", "sub", "typ", claim]},
             leeway=CLOCK_SKEW,
         )
     except jwt.PyJWTError as exc:
         raise InvalidTokenError(str(exc)) from None
-    if claims["typ"] != "reset":
-        raise InvalidTokenError("not a reset token")
+    if claims["typ"] != typ:
+        raise InvalidTokenError(f"not a {typ} token")
     if float(claims["exp"]) <= time.time():  # the leeway is for `iat` only
         raise InvalidTokenError("expired")
+    return claims
+
+
+def decode_reset_token(token: str, secret: str) -> tuple[str, str]:
+    """The email and password fingerprint of a valid reset token (the template's reset tokens carry no type
+    and no fingerprint: they are refused, see the README's cutover procedure)."""
+    claims = _decode_link_token(token, secret, "reset", "pwd")
     return str(claims["sub"]), str(claims["pwd"])
 
 
@@ -211,20 +217,7 @@ def create_verify_token(user_id: UUID, email: str, secret: str, expires: timedel
 
 def decode_verify_token(token: str, secret: str) -> tuple[UUID, str]:
     """The user id and address fingerprint of a valid verification token."""
-    try:
-        claims: dict[str, Any] = jwt.decode(
-            token,
-            secret,
-            algorithms=[ALGORITHM],
-            options={"require": ["exp", "iat", "sub", "typ", "eml"]},
-            leeway=CLOCK_SKEW,
-        )
-    except jwt.PyJWTError as exc:
-        raise InvalidTokenError(str(exc)) from None
-    if claims["typ"] != "verify":
-        raise InvalidTokenError("not a verification token")
-    if float(claims["exp"]) <= time.time():  # the leeway is for `iat` only
-        raise InvalidTokenError("expired")
+    claims = _decode_link_token(token, secret, "verify", "eml")
     try:
         return UUID(str(claims["sub"])), str(claims["eml"])
     except ValueError:

@@ -70,6 +70,11 @@ EXTRA_TYPES = {
     "AuditEventsPublic",
     # Email verification (README "Email verification").
     "VerifyEmail",
+    # The TOTP second factor (README "Two-factor authentication (TOTP)").
+    "TotpConfirm",
+    "TotpDisable",
+    "TotpEnrolment",
+    "TotpRecoveryCodes",
     *(
         f"{operation}{suffix}"
         for operation in (
@@ -86,6 +91,10 @@ EXTRA_TYPES = {
             "auditReadAuditEvents",
             "usersVerifyEmail",
             "usersResendVerificationEmail",
+            "usersEnrolTotp",
+            "usersConfirmTotp",
+            "usersDisableTotp",
+            "usersRemoveUserTotp",
         )
         for suffix in ("Data", "Error", "Errors", "Response", "Responses")
     ),
@@ -107,9 +116,14 @@ EXTRA_METHODS = {
     # Email verification (README "Email verification").
     "UsersService.verifyEmail": "POST /api/v1/users/verify-email",
     "UsersService.resendVerificationEmail": "POST /api/v1/users/verify-email/resend/{email}",
+    "UsersService.enrolTotp": "POST /api/v1/users/me/totp",
+    "UsersService.confirmTotp": "POST /api/v1/users/me/totp/confirm",
+    "UsersService.disableTotp": "POST /api/v1/users/me/totp/disable",
+    "UsersService.removeUserTotp": "DELETE /api/v1/users/{user_id}/totp",
 }
-# A line our client may add to a type the template's has: an error answer we document (`{"detail": "..."}`).
-EXTRA_LINE = re.compile(r"^(400|401|403|404|409|429|502|503): HTTPError;$")
+# A line our client may add to a type the template's has: an error answer we document (`{"detail": "..."}`), or the
+# login form's optional second factor (README "Two-factor authentication (TOTP)"), which the template's never sends.
+EXTRA_LINE = re.compile(r"^((400|401|403|404|409|429|502|503): HTTPError|(otp|recovery_code)\?: string \| null);$")
 
 
 def git(*args: str) -> bytes:
