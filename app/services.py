@@ -25,6 +25,8 @@ from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.types import DateTimeUTC
 from litestar import Request
 from sqlalchemy import (
+    ColumnElement,
+    Exists,
     Label,
     ScalarSelect,
     Select,
@@ -51,7 +53,9 @@ from app import security, totp
 from app.audit import AuditEvent, audit
 from app.errors import (
     EMAIL_TAKEN,
+    INACTIVE_USER,
     INCORRECT_PASSWORD,
+    INVALID_CREDENTIALS,
     INVALID_REFRESH_TOKEN,
     INVALID_TOKEN,
     ITEM_NOT_FOUND,
@@ -150,6 +154,83 @@ _TOKEN_SESSION = and_(UserSession.id == bindparam("sid"), UserSession.user_id ==
 _CURRENT_VERSION = or_(UserSession.token_version == User.token_version, UserSession.id == User.kept_session_id)
 
 
+def admitted_caller(*rules: ColumnElement[bool]) -> Exists:
+    """`check_caller` in SQL, for a change's own WHERE: the token's user (`caller_id`) exists and is active, and its
+    session (`sid`) is theirs, not ended, not expired (`now`) and current; and `rules` hold of that user (e.g.
+    ownership of the row changed, whose table the subquery correlates to). For a token with a `sid` only (a
+    legacy token is checked by the auth middleware, against its own version and digest)."""
+    return (
+        select(literal_column("1"))
+        .select_from(User)
+        .join(UserSession, _TOKEN_SESSION)
+        .where(
+            User.id == bindparam("caller_id"),
+            User.is_active,
+            UserSession.ended_at.is_(None),
+            UserSession.expires_at > bindparam("now"),
+            _CURRENT_VERSION,
+            *rules,
+        )
+        .exists()
+    )
+
+
+# Returned by a change that `admitted_caller` checked: whether the token's session is due a last_used_at write.
+SESSION_STALE = (
+    select(UserSession.last_used_at < bindparam("touch_before"))
+    .where(UserSession.id == bindparam("sid"))
+    .scalar_subquery()
+    .label("session_stale")
+)
+
+
+# A session's last_used_at is written at most this often (app/sessions.py `Touches`).
+TOUCH_EVERY = timedelta(seconds=60)
+
+
+def check_caller(
+    user: Caller | None, session: CallerSession | None, access: security.AccessToken, now: datetime
+) -> tuple[Caller, bool]:
+    """The contract's answers for the caller of a verified access token, in its order: 404 they are gone, 400
+    inactive, 403 the token's session no longer admits it. The caller, and whether the session's last_used_at is to
+    be written."""
+    if user is None:
+        raise NotFound(USER_NOT_FOUND)
+    if not user.is_active:
+        raise Rejected(INACTIVE_USER)
+    if not session_admits(user, session, access, now):
+        # Its session ended, expired, or was revoked by a password change or a deactivation (but for the
+        # session that changed its own password).
+        raise Forbidden(INVALID_CREDENTIALS)
+    return user, session is not None and session.last_used_at < now - TOUCH_EVERY
+
+
+@dataclass(slots=True)
+class TokenCaller:
+    """The caller of a route that checks them in its own change (opt CHECKED_IN_WRITE, app/auth.py): so far known by
+    their verified access token only. The change's statement admits them (`admitted_caller`) or changes nothing; in
+    that case the service reads them and answers as the auth middleware would (`check_caller`), then goes on as for
+    any caller. Until `checked`, no refusal is answered without that check (app/auth.py)."""
+
+    access: security.AccessToken
+    checked: bool = False
+    # The session's last_used_at is to be written after the answer.
+    stale: bool = False
+
+    @property
+    def id(self) -> UUID:
+        return self.access.user_id
+
+    def params(self, now: datetime) -> dict[str, Any]:
+        """The parameters of `admitted_caller` and `SESSION_STALE`."""
+        access = self.access
+        return {"caller_id": access.user_id, "sid": access.session_id, "now": now, "touch_before": now - TOUCH_EVERY}
+
+    def admit(self, stale: Any) -> None:
+        self.checked = True
+        self.stale = bool(stale)
+
+
 def session_admits(caller: Caller, session: CallerSession | None, access: security.AccessToken, now: datetime) -> bool:
     """Whether `access` is still good: its session exists, is not ended or expired, and was not revoked by a later
     password change or deactivation (token_version bumped), but for the session that change kept.
@@ -189,6 +270,8 @@ class ReadWithCaller(Generic[S]):
 
 
 READ_WITH_CALLER = "read_with_caller"
+# The item named by the path (`id`), read in the caller's own statement.
+ITEM_WITH_CALLER = ReadWithCaller(Item, ItemPublic, "id")
 
 
 @cache
@@ -442,6 +525,22 @@ class ItemRepository(SQLAlchemyAsyncRepository[Item]):
     COUNT = select(_all_items())
     INSERT = insert(Item).values({column.key: bindparam(column.key) for column in columns(Item, ItemPublic)})
     DELETE = delete(Item).where(Item.id == bindparam("where_id")).returning(Item.id)
+    # The same changes with their caller checked in them (TokenCaller): nothing written, and no row back, unless
+    # the caller is admitted and (but for an insert) owns the item or is a superuser.
+    _OWNED = or_(Item.owner_id == User.id, User.is_superuser)
+    INSERT_AS_CALLER = (
+        insert(Item)
+        .from_select(
+            list(ItemPublic.__struct_fields__),
+            select(*(bindparam(column.key, type_=column.type) for column in columns(Item, ItemPublic))).where(
+                admitted_caller()
+            ),
+        )
+        .returning(SESSION_STALE)
+    )
+    DELETE_AS_CALLER = (
+        delete(Item).where(Item.id == bindparam("where_id"), admitted_caller(_OWNED)).returning(SESSION_STALE)
+    )
 
     @classmethod
     async def read_public(cls, fast: Executor, item_id: UUID) -> ItemPublic | None:
@@ -466,6 +565,11 @@ class ItemRepository(SQLAlchemyAsyncRepository[Item]):
         """UPDATE … RETURNING the public columns, setting `names` (one statement object per combination)."""
         return _update(Item, ItemPublic, names)
 
+    @staticmethod
+    @cache
+    def update_as_caller_statement(names: tuple[str, ...]) -> Update:
+        return _update(Item, ItemPublic, names).where(admitted_caller(ItemRepository._OWNED)).returning(SESSION_STALE)
+
     @classmethod
     async def update_public(cls, fast: Executor, item_id: UUID, values: Mapping[str, Any]) -> ItemPublic | None:
         """The item with `values` set, None if there is none; one statement."""
@@ -477,6 +581,36 @@ class ItemRepository(SQLAlchemyAsyncRepository[Item]):
     @classmethod
     async def delete_by_id(cls, fast: Executor, item_id: UUID) -> bool:
         return bool(await fast.rows(cls.DELETE, {"where_id": item_id}))
+
+    @classmethod
+    async def insert_as(cls, fast: Executor, caller: TokenCaller, item: ItemPublic, now: datetime) -> bool:
+        """`insert_public` if `caller` is admitted (then `caller.admit`); False, with nothing written, if not."""
+        values = {name: getattr(item, name) for name in ItemPublic.__struct_fields__}
+        rows = await fast.rows(cls.INSERT_AS_CALLER, {**values, **caller.params(now)})
+        if rows:
+            caller.admit(rows[0]["session_stale"])
+        return bool(rows)
+
+    @classmethod
+    async def update_as(
+        cls, fast: Executor, caller: TokenCaller, item_id: UUID, values: Mapping[str, Any], now: datetime
+    ) -> ItemPublic | None:
+        """`update_public` (with `values`) if `caller` is admitted and may change the item; None, with nothing
+        written, if not, or if there is no such item."""
+        statement = cls.update_as_caller_statement(tuple(sorted(values)))
+        rows = await fast.rows(statement, {"where_id": item_id, **_assigned(values), **caller.params(now)})
+        if not rows:
+            return None
+        caller.admit(rows[0]["session_stale"])
+        return from_row(ItemPublic, rows[0])
+
+    @classmethod
+    async def delete_as(cls, fast: Executor, caller: TokenCaller, item_id: UUID, now: datetime) -> bool:
+        """`delete_by_id` if `caller` is admitted and may delete the item; False, with nothing deleted, if not."""
+        rows = await fast.rows(cls.DELETE_AS_CALLER, {"where_id": item_id, **caller.params(now)})
+        if rows:
+            caller.admit(rows[0]["session_stale"])
+        return bool(rows)
 
 
 class Refreshed(msgspec.Struct):
@@ -1345,29 +1479,39 @@ class UserService:
 
 class ItemService:
     """Items of one caller: all of them for a superuser, their own otherwise (404 before 403). `found` is the item
-    a route read with its caller (ReadWithCaller), if any."""
+    a route read with its caller (ReadWithCaller), if any.
 
-    def __init__(self, caller: Caller, fast: Executor, found: Found[ItemPublic] | None = None) -> None:
+    A change's caller may be a TokenCaller (a route with CHECKED_IN_WRITE): the change is then one statement that
+    checks them too; only when it changes nothing are the caller and the item read, for the contract's answer."""
+
+    def __init__(self, caller: Caller | TokenCaller, fast: Executor, found: Found[ItemPublic] | None = None) -> None:
         self.caller = caller
         self.fast = fast
         self.found = found
 
     async def page(self, skip: int, limit: int) -> ItemsPublic:
-        owner_id = None if self.caller.is_superuser else self.caller.id
+        caller = await self._checked()
+        owner_id = None if caller.is_superuser else caller.id
         items, count = await ItemRepository.read_page(self.fast, owner_id, skip, limit)
         return ItemsPublic(data=items, count=count)
 
     async def read(self, item_id: UUID) -> ItemPublic:
+        caller = await self._checked(item_id)
         if self.found is not None and self.found.row_id == item_id:
             item = self.found.row
         else:
             item = await ItemRepository.read_public(self.fast, item_id)
-        return self._visible(item)
+        return _visible(caller, item)
 
     async def create(self, data: ItemCreate) -> ItemPublic:
         item = ItemPublic(
             title=data.title, description=data.description, id=uuid7(), owner_id=self.caller.id, created_at=utc_now()
         )
+        if isinstance(self.caller, TokenCaller) and await ItemRepository.insert_as(
+            self.fast, self.caller, item, item.created_at
+        ):
+            return item
+        await self._checked()
         try:
             await ItemRepository.insert_public(self.fast, item)
         except ForeignKeyError:
@@ -1375,6 +1519,10 @@ class ItemService:
         return item
 
     async def update(self, item_id: UUID, changes: dict[str, Any]) -> ItemPublic:
+        if isinstance(self.caller, TokenCaller) and changes:
+            changed = await ItemRepository.update_as(self.fast, self.caller, item_id, changes, utc_now())
+            if changed is not None:
+                return changed
         await self.read(item_id)
         updated = await ItemRepository.update_public(self.fast, item_id, changes)
         if updated is None:
@@ -1382,17 +1530,39 @@ class ItemService:
         return updated
 
     async def delete(self, item_id: UUID) -> None:
+        if isinstance(self.caller, TokenCaller) and await ItemRepository.delete_as(
+            self.fast, self.caller, item_id, utc_now()
+        ):
+            return
         await self.read(item_id)
         if not await ItemRepository.delete_by_id(self.fast, item_id):
             raise NotFound(ITEM_NOT_FOUND)
 
-    def _visible(self, item: ItemPublic | None) -> ItemPublic:
-        """Existence first (404), then ownership (403)."""
-        if item is None:
-            raise NotFound(ITEM_NOT_FOUND)
-        if not self.caller.is_superuser and item.owner_id != self.caller.id:
-            raise Forbidden(NOT_ENOUGH_PERMISSIONS)
-        return item
+    async def _checked(self, item_id: UUID | None = None) -> Caller:
+        """The caller, checked: a TokenCaller is read (with the item `item_id`, in the same statement) and answered
+        as the auth middleware would."""
+        if isinstance(self.caller, Caller):
+            return self.caller
+        token = self.caller
+        if item_id is None:
+            user, session = await UserRepository.read_caller(self.fast, token.id, token.access.session_id)
+        else:
+            user, session, row = await UserRepository.read_caller_with(
+                self.fast, token.id, token.access.session_id, ITEM_WITH_CALLER, item_id
+            )
+            self.found = Found(item_id, row)
+        self.caller, stale = check_caller(user, session, token.access, utc_now())
+        token.admit(stale)
+        return self.caller
+
+
+def _visible(caller: Caller, item: ItemPublic | None) -> ItemPublic:
+    """Existence first (404), then ownership (403)."""
+    if item is None:
+        raise NotFound(ITEM_NOT_FOUND)
+    if not caller.is_superuser and item.owner_id != caller.id:
+        raise Forbidden(NOT_ENOUGH_PERMISSIONS)
+    return item
 
 
 def provide_user_service(request: Request[Any, Any, Any]) -> UserService:
@@ -1427,7 +1597,7 @@ def provide_session_service(request: Request[Caller, security.AccessToken, Any])
     return SessionService(request.user, request.auth, request.app.state.executor, request.state.get(READ_WITH_CALLER))
 
 
-def provide_item_service(request: Request[Caller, Any, Any]) -> ItemService:
+def provide_item_service(request: Request[Caller | TokenCaller, Any, Any]) -> ItemService:
     return ItemService(request.user, request.app.state.executor, request.state.get(READ_WITH_CALLER))
 
 

@@ -36,25 +36,64 @@ def test_reads(counted: Counted, served: Served, new_account: UserFactory) -> No
     ("method", "body", "status"),
     [("PUT", {"title": "renamed"}, 200), ("DELETE", None, 200)],
 )
-def test_item_changes_are_one_statement_after_the_caller(
+def test_item_changes_are_one_statement_with_their_caller(
     counted: Counted, new_account: UserFactory, method: str, body: dict[str, str] | None, status: int
 ) -> None:
+    """The change checks its caller itself (app/services.py `admitted_caller`): one statement when it is allowed; a
+    refusal reads the caller and the item after it changed nothing, for the contract's answer."""
     http, statements = counted
     owner, stranger, admin = new_account(), new_account(), new_account(is_superuser=True)
     item = http.post("/items/", json={"title": "mine"}, headers=owner.headers).json()
     for account, item_id, expected_status, expected in (
-        (stranger, item["id"], 403, 1),  # the caller's statement read the item: refused without another
-        (owner, str(uuid.uuid4()), 404, 1),
-        (owner, item["id"], status, 2),
+        (stranger, item["id"], 403, 2),
+        (owner, str(uuid.uuid4()), 404, 2),
+        (owner, item["id"], status, 1),
     ):
         response, sent = sent_by(http, statements, method, f"/items/{item_id}", json=body, headers=account.headers)
         assert response.status_code == expected_status, response.text
         assert len(sent) == expected, sent
     other = http.post("/items/", json={"title": "another"}, headers=owner.headers).json()
     response, sent = sent_by(http, statements, method, f"/items/{other['id']}", json=body, headers=admin.headers)
-    assert (response.status_code, len(sent)) == (status, 2), sent
+    assert (response.status_code, len(sent)) == (status, 1), sent
     response, sent = sent_by(http, statements, "POST", "/items/", json={"title": "new"}, headers=owner.headers)
-    assert (response.status_code, len(sent)) == (200, 2), sent
+    assert (response.status_code, len(sent)) == (200, 1), sent
+
+
+def test_a_refused_change_answers_for_its_caller_first(
+    counted: Counted, served: Served, new_account: UserFactory
+) -> None:
+    """Auth before validation, as the contract orders it: on a route whose change checks its caller, a malformed
+    body of a caller that is gone, inactive or whose session ended answers for the caller, not 422; a good caller's
+    malformed body costs one statement (the caller's check) before its 422."""
+    http, statements = counted
+    owner = new_account()
+    item = http.post("/items/", json={"title": "mine"}, headers=owner.headers).json()
+    malformed = {"title": ""}
+    for method, path in (("POST", "/items/"), ("PUT", f"/items/{item['id']}")):
+        response, sent = sent_by(http, statements, method, path, json=malformed, headers=owner.headers)
+        assert (response.status_code, len(sent)) == (422, 1), (response.text, sent)
+    gone, inactive, ended = new_account(), new_account(), new_account()
+    admin = new_account(is_superuser=True)
+    assert http.patch(f"/users/{inactive.id}", json={"is_active": False}, headers=admin.headers).status_code == 200
+    assert http.delete(f"/users/{gone.id}", headers=admin.headers).status_code == 200
+    assert http.delete("/users/me/sessions", headers=ended.headers).status_code == 200  # all but this one
+    ended_elsewhere = login(http, ended.email, ended.password)
+    assert http.delete("/users/me/sessions", headers=ended_elsewhere).status_code == 200  # ends the first
+    for account_headers, status, detail in (
+        (gone.headers, 404, "User not found"),
+        (inactive.headers, 400, "Inactive user"),
+        (ended.headers, 403, "Could not validate credentials"),
+    ):
+        for method, path, body in (
+            ("POST", "/items/", malformed),
+            ("PUT", f"/items/{item['id']}", malformed),
+            ("PUT", f"/items/{item['id']}", {"title": "fine"}),
+            ("DELETE", f"/items/{item['id']}", None),
+            ("PUT", "/items/not-a-uuid", {"title": "fine"}),
+        ):
+            response = http.request(method, path, json=body, headers=account_headers)
+            assert (response.status_code, response.json()) == (status, {"detail": detail}), (method, path)
+    assert http.get(f"/items/{item['id']}", headers=owner.headers).json()["title"] == "mine"
 
 
 def test_user_changes_are_one_statement_after_the_caller(
