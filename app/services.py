@@ -1507,12 +1507,12 @@ class ItemService:
         item = ItemPublic(
             title=data.title, description=data.description, id=uuid7(), owner_id=self.caller.id, created_at=utc_now()
         )
-        if isinstance(self.caller, TokenCaller) and await ItemRepository.insert_as(
-            self.fast, self.caller, item, item.created_at
-        ):
-            return item
-        await self._checked()
         try:
+            if isinstance(self.caller, TokenCaller) and await ItemRepository.insert_as(
+                self.fast, self.caller, item, item.created_at
+            ):
+                return item
+            await self._checked()
             await ItemRepository.insert_public(self.fast, item)
         except ForeignKeyError:
             raise NotFound(USER_NOT_FOUND) from None  # the caller was deleted since its token was checked
