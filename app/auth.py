@@ -46,8 +46,11 @@ from db.models import utc_now
 
 EXCLUDE_FROM_AUTH = "exclude_from_auth"
 # A route's opt: the route's change checks its caller in its own statement (app/services.py TokenCaller), so a
-# JWT's caller is not read here (a legacy token's or a PAT's still is).
+# JWT's caller is not read here (a legacy token's or a PAT's still is). Its value: CALLER, or SUPERUSER for a route
+# that also has the `requires_superuser` guard (which leaves a TokenCaller to the change).
 CHECKED_IN_WRITE = "checked_in_write"
+CALLER = "caller"
+SUPERUSER = "superuser"
 # A route's opt: a personal access token is refused there (403 NOT_WITH_PAT), whatever its scope: its account's
 # credentials and its tokens and sessions are managed with a login's token only.
 NO_PAT = "no_pat"
@@ -135,8 +138,7 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
         caller = scope.get("user")
         if held and isinstance(caller, TokenCaller):
             user, session = await UserRepository.read_caller(self.fast, caller.id, caller.access.session_id)
-            _, stale = check_caller(user, session, caller.access, utc_now())  # raises the caller's own answer
-            caller.admit(stale)
+            caller.check(user, session, scope["route_handler"].opt[CHECKED_IN_WRITE] == SUPERUSER)  # raises theirs
         for message in held:
             await send(message)
 
@@ -222,7 +224,12 @@ def auth_middleware(settings: Settings, fast: Executor, background: Background, 
     return DefineMiddleware(BearerAuthMiddleware, settings=settings, fast=fast, background=background, touches=touches)
 
 
-async def requires_superuser(connection: ASGIConnection[Any, Caller, Any, Any], _: BaseRouteHandler) -> None:
+async def requires_superuser(
+    connection: ASGIConnection[Any, Caller | TokenCaller, Any, Any], _: BaseRouteHandler
+) -> None:
     # async: Litestar runs a plain function guard in a worker thread, a hop on every superuser request.
-    if not connection.user.is_superuser:
+    caller = connection.user
+    if isinstance(caller, TokenCaller):
+        return  # a CHECKED_IN_WRITE=SUPERUSER route: its change checks it (app/services.py check_caller)
+    if not caller.is_superuser:
         raise PermissionDeniedException(NOT_ENOUGH_PRIVILEGES)

@@ -46,7 +46,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import InstrumentedAttribute, aliased
 from uuid_utils.compat import uuid7
 
 from app import security, totp
@@ -154,21 +154,25 @@ _TOKEN_SESSION = and_(UserSession.id == bindparam("sid"), UserSession.user_id ==
 _CURRENT_VERSION = or_(UserSession.token_version == User.token_version, UserSession.id == User.kept_session_id)
 
 
-def admitted_caller(*rules: ColumnElement[bool]) -> Exists:
-    """`check_caller` in SQL, for a change's own WHERE: the token's user (`caller_id`) exists and is active, and its
-    session (`sid`) is theirs, not ended, not expired (`now`) and current; and `rules` hold of that user (e.g.
-    ownership of the row changed, whose table the subquery correlates to). For a token with a `sid` only (a
+# The caller's row in a change's `admitted_caller` (aliased: the change may be of another user's row).
+CALLER_ROW = aliased(User, name="caller")
+
+
+def admitted_caller(*rules: ColumnElement[bool] | InstrumentedAttribute[bool]) -> Exists:
+    """`check_caller` in SQL, for a change's own WHERE: the token's user (`caller_id`, as CALLER_ROW) exists and is
+    active, and its session (`sid`) is theirs, not ended, not expired (`now`) and current; and `rules` hold (of
+    CALLER_ROW, and of the row changed, whose table the subquery correlates to). For a token with a `sid` only (a
     legacy token is checked by the auth middleware, against its own version and digest)."""
     return (
         select(literal_column("1"))
-        .select_from(User)
-        .join(UserSession, _TOKEN_SESSION)
+        .select_from(CALLER_ROW)
+        .join(UserSession, and_(UserSession.id == bindparam("sid"), UserSession.user_id == CALLER_ROW.id))
         .where(
-            User.id == bindparam("caller_id"),
-            User.is_active,
+            CALLER_ROW.id == bindparam("caller_id"),
+            CALLER_ROW.is_active,
             UserSession.ended_at.is_(None),
             UserSession.expires_at > bindparam("now"),
-            _CURRENT_VERSION,
+            or_(UserSession.token_version == CALLER_ROW.token_version, UserSession.id == CALLER_ROW.kept_session_id),
             *rules,
         )
         .exists()
@@ -189,11 +193,15 @@ TOUCH_EVERY = timedelta(seconds=60)
 
 
 def check_caller(
-    user: Caller | None, session: CallerSession | None, access: security.AccessToken, now: datetime
+    user: Caller | None,
+    session: CallerSession | None,
+    access: security.AccessToken,
+    now: datetime,
+    superuser: bool = False,
 ) -> tuple[Caller, bool]:
     """The contract's answers for the caller of a verified access token, in its order: 404 they are gone, 400
-    inactive, 403 the token's session no longer admits it. The caller, and whether the session's last_used_at is to
-    be written."""
+    inactive, 403 the token's session no longer admits it, and, on a route for `superuser`s, 403 they are none. The
+    caller, and whether the session's last_used_at is to be written."""
     if user is None:
         raise NotFound(USER_NOT_FOUND)
     if not user.is_active:
@@ -202,6 +210,8 @@ def check_caller(
         # Its session ended, expired, or was revoked by a password change or a deactivation (but for the
         # session that changed its own password).
         raise Forbidden(INVALID_CREDENTIALS)
+    if superuser and not user.is_superuser:
+        raise Forbidden(NOT_ENOUGH_PRIVILEGES)
     return user, session is not None and session.last_used_at < now - TOUCH_EVERY
 
 
@@ -227,8 +237,15 @@ class TokenCaller:
         return {"caller_id": access.user_id, "sid": access.session_id, "now": now, "touch_before": now - TOUCH_EVERY}
 
     def admit(self, stale: Any) -> None:
+        """The change's statement admitted them."""
         self.checked = True
         self.stale = bool(stale)
+
+    def check(self, user: Caller | None, session: CallerSession | None, superuser: bool = False) -> Caller:
+        """`check_caller` on what was read of them; checked whatever its answer."""
+        self.checked = True
+        caller, self.stale = check_caller(user, session, self.access, utc_now(), superuser)
+        return caller
 
 
 def session_admits(caller: Caller, session: CallerSession | None, access: security.AccessToken, now: datetime) -> bool:
@@ -272,6 +289,8 @@ class ReadWithCaller(Generic[S]):
 READ_WITH_CALLER = "read_with_caller"
 # The item named by the path (`id`), read in the caller's own statement.
 ITEM_WITH_CALLER = ReadWithCaller(Item, ItemPublic, "id")
+# The user named by the path (`user_id`), read in the caller's own statement.
+USER_WITH_CALLER = ReadWithCaller(User, UserPublic, "user_id")
 
 
 @cache
@@ -394,6 +413,14 @@ class UserRepository(SQLAlchemyAsyncRepository[User]):
     COUNT = select(func.count()).select_from(User)
     INSERT = insert(User).values({column.key: bindparam(column.key) for column in User.__table__.columns})
     DELETE = delete(User).where(User.id == bindparam("where_id")).returning(User.id)
+    # Deleting a user with their caller checked in the statement (TokenCaller): themself, unless a superuser; or,
+    # for a superuser, anyone but themself.
+    DELETE_ME_AS_CALLER = DELETE.where(admitted_caller(User.id == CALLER_ROW.id, ~CALLER_ROW.is_superuser)).returning(
+        SESSION_STALE
+    )
+    DELETE_AS_SUPERUSER = DELETE.where(admitted_caller(User.id != CALLER_ROW.id, CALLER_ROW.is_superuser)).returning(
+        SESSION_STALE
+    )
     ADDRESS = select(*columns(User, Address)).where(User.id == bindparam("id"))
     # Verified only while the address is still the one read: an email change in between leaves the row alone.
     VERIFY = (
@@ -412,6 +439,44 @@ class UserRepository(SQLAlchemyAsyncRepository[User]):
             # A literal, not a bound 1: the executor binds only the parameters a repository passes.
             return _update(User, UserPublic, names, token_version=User.token_version + literal_column("1"))
         return _update(User, UserPublic, names)
+
+    @staticmethod
+    @cache
+    def rename_as_caller_statement(superuser: bool) -> Update:
+        """A new full_name, the caller checked in the statement: their own (where_id is the caller), or anyone's
+        by a superuser. No row back when the name is the one it was, so that the audit's `fields` stays exact."""
+        rule = CALLER_ROW.is_superuser if superuser else User.id == CALLER_ROW.id
+        return (
+            _update(User, UserPublic, ("full_name",))
+            .where(User.full_name.is_distinct_from(bindparam("new_full_name")), admitted_caller(rule))
+            .returning(SESSION_STALE)
+        )
+
+    @classmethod
+    async def rename_as(
+        cls, fast: Executor, caller: TokenCaller, user_id: UUID, full_name: str | None, superuser: bool, now: datetime
+    ) -> UserPublic | None:
+        """The user renamed if `caller` is admitted (and a superuser, if asked) and the name is new; None, with
+        nothing written, if not."""
+        statement = cls.rename_as_caller_statement(superuser)
+        params = {"where_id": user_id, "new_full_name": full_name, **caller.params(now)}
+        rows = await fast.rows(statement, params)
+        if not rows:
+            return None
+        caller.admit(rows[0]["session_stale"])
+        return from_row(UserPublic, rows[0], shown=fast.shown)
+
+    @classmethod
+    async def delete_as(
+        cls, fast: Executor, caller: TokenCaller, user_id: UUID, superuser: bool, now: datetime
+    ) -> bool:
+        """`delete_by_id` if `caller` is admitted: themself (`user_id`), unless a superuser; or, by a superuser,
+        anyone but themself. False, with nothing deleted, if not."""
+        statement = cls.DELETE_AS_SUPERUSER if superuser else cls.DELETE_ME_AS_CALLER
+        rows = await fast.rows(statement, {"where_id": user_id, **caller.params(now)})
+        if rows:
+            caller.admit(rows[0]["session_stale"])
+        return bool(rows)
 
     @classmethod
     async def read_caller(
@@ -527,7 +592,7 @@ class ItemRepository(SQLAlchemyAsyncRepository[Item]):
     DELETE = delete(Item).where(Item.id == bindparam("where_id")).returning(Item.id)
     # The same changes with their caller checked in them (TokenCaller): nothing written, and no row back, unless
     # the caller is admitted and (but for an insert) owns the item or is a superuser.
-    _OWNED = or_(Item.owner_id == User.id, User.is_superuser)
+    _OWNED = or_(Item.owner_id == CALLER_ROW.id, CALLER_ROW.is_superuser)
     INSERT_AS_CALLER = (
         insert(Item)
         .from_select(
@@ -1186,7 +1251,7 @@ class UserService:
 
     def __init__(
         self,
-        caller: Caller | None,
+        caller: Caller | TokenCaller | None,
         fast: Executor,
         open_session: OpenSession,
         passwords: security.Passwords,
@@ -1212,9 +1277,46 @@ class UserService:
 
     @property
     def caller(self) -> Caller:
-        if self._caller is None:
-            raise RuntimeError("this route is not authenticated: it has no caller")
+        if not isinstance(self._caller, Caller):
+            raise RuntimeError("this route has no caller, or has not checked them (`_checked`)")
         return self._caller
+
+    async def _checked(self, superuser: bool = False, row_id: UUID | None = None) -> Caller:
+        """The caller, checked: a TokenCaller (whose change changed nothing) is read, with the user `row_id` in the
+        same statement, and answered as the auth middleware and the superuser guard would."""
+        token = self._caller
+        if not isinstance(token, TokenCaller):
+            return self.caller
+        if row_id is None:
+            user, session = await UserRepository.read_caller(self.fast, token.id, token.access.session_id)
+        else:
+            user, session, row = await UserRepository.read_caller_with(
+                self.fast, token.id, token.access.session_id, USER_WITH_CALLER, row_id
+            )
+            self.found = Found(row_id, row)
+        self._caller = token.check(user, session, superuser)
+        return self._caller
+
+    async def _renamed(self, user_id: UUID, changes: dict[str, Any], superuser: bool) -> UserPublic | None:
+        """A change of the name alone by a TokenCaller, in one statement; None when it changed nothing (then the
+        caller is checked and the change made as any other)."""
+        if not isinstance(self._caller, TokenCaller) or changes.keys() != {"full_name"}:
+            return None
+        renamed = await UserRepository.rename_as(
+            self.fast, self._caller, user_id, changes["full_name"], superuser, utc_now()
+        )
+        if renamed is not None:
+            audit(AuditEvent.USER_UPDATED, user_id=user_id, actor_id=self._actor, fields=["full_name"])
+        return renamed
+
+    async def _deleted(self, user_id: UUID, superuser: bool) -> bool:
+        """A deletion by a TokenCaller in one statement; False when it deleted nothing."""
+        if not isinstance(self._caller, TokenCaller):
+            return False
+        if not await UserRepository.delete_as(self.fast, self._caller, user_id, superuser, utc_now()):
+            return False
+        audit(AuditEvent.USER_DELETED, user_id=user_id, actor_id=self._actor)
+        return True
 
     async def get_by_email(self, email: str) -> User | None:
         # The one rule (db/identity.py) on both sides: no SQL function, whose folding would differ from Python's.
@@ -1316,6 +1418,10 @@ class UserService:
         """By a superuser; the user as it was comes from the caller's own statement (ReadWithCaller). A superuser
         may neither demote nor deactivate themself, as they may not delete themself: the last one would lock
         administration out."""
+        renamed = await self._renamed(user_id, changes, superuser=True)
+        if renamed is not None:
+            return renamed
+        await self._checked(superuser=True, row_id=user_id)
         if self.by_pat and ("email" in changes or "password" in changes):
             raise Forbidden(NOT_WITH_PAT)  # a leaked token must not take over accounts by their credentials
         if user_id == self.caller.id:
@@ -1336,9 +1442,13 @@ class UserService:
     async def update_me(self, changes: dict[str, Any]) -> UserPublic:
         """A personal access token may change the caller's name, not their email (who owns the email owns the
         account: its recovery links go there)."""
+        renamed = await self._renamed(self._caller_id, changes, superuser=False)
+        if renamed is not None:
+            return renamed
+        caller = await self._checked()
         if "email" in changes and self.by_pat:
             raise Forbidden(NOT_WITH_PAT)
-        return await self._apply(self.caller.public(), changes)
+        return await self._apply(caller.public(), changes)
 
     async def start_session(
         self, user: User, label: str, client_network: str, lifetime: timedelta, refresh_key: str | None = None
@@ -1409,15 +1519,22 @@ class UserService:
         await self._apply(user_public(user), {"password": new_password}, reset=True)
 
     async def delete(self, user_id: UUID) -> None:
-        """The user and, by the item->owner foreign key's cascade, their items."""
-        if user_id == self.caller.id and self.caller.is_superuser:
-            raise Forbidden(SUPERUSER_SELF_DELETE)
-        if not await UserRepository.delete_by_id(self.fast, user_id):
-            raise NotFound(USER_NOT_FOUND)
-        audit(AuditEvent.USER_DELETED, user_id=user_id, actor_id=self._actor)
+        """By a superuser: the user and, by the item->owner foreign key's cascade, their items."""
+        if not await self._deleted(user_id, superuser=True):
+            await self._checked(superuser=True, row_id=user_id)
+            await self._delete(user_id)
 
     async def delete_me(self) -> None:
-        await self.delete(self.caller.id)
+        if not await self._deleted(self._caller_id, superuser=False):
+            await self._delete((await self._checked()).id)
+
+    async def _delete(self, user_id: UUID) -> None:
+        if user_id == self.caller.id and self.caller.is_superuser:
+            raise Forbidden(SUPERUSER_SELF_DELETE)
+        gone = self.found is not None and self.found.row_id == user_id and self.found.row is None
+        if gone or not await UserRepository.delete_by_id(self.fast, user_id):
+            raise NotFound(USER_NOT_FOUND)
+        audit(AuditEvent.USER_DELETED, user_id=user_id, actor_id=self._actor)
 
     async def _check_new_password(self, password: str, field: str) -> None:
         """Before the password is hashed and anything is written, so that a refusal leaves nothing behind."""
@@ -1475,6 +1592,13 @@ class UserService:
     def _actor(self) -> UUID | None:
         """Who acts: the signed-in caller, or nobody (signup, a recovery link)."""
         return self._caller.id if self._caller is not None else None
+
+    @property
+    def _caller_id(self) -> UUID:
+        """The caller's id, checked or not yet."""
+        if self._caller is None:
+            raise RuntimeError("this route is not authenticated: it has no caller")
+        return self._caller.id
 
 
 class ItemService:
@@ -1551,8 +1675,7 @@ class ItemService:
                 self.fast, token.id, token.access.session_id, ITEM_WITH_CALLER, item_id
             )
             self.found = Found(item_id, row)
-        self.caller, stale = check_caller(user, session, token.access, utc_now())
-        token.admit(stale)
+        self.caller = token.check(user, session)
         return self.caller
 
 

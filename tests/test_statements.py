@@ -96,33 +96,69 @@ def test_a_refused_change_answers_for_its_caller_first(
     assert http.get(f"/items/{item['id']}", headers=owner.headers).json()["title"] == "mine"
 
 
-def test_user_changes_are_one_statement_after_the_caller(
+def test_user_changes_are_one_statement_with_their_caller_or_two_after_it(
     counted: Counted, served: Served, new_account: UserFactory
 ) -> None:
+    """A rename and a deletion check their caller in their own statement; a change with rules on the user as they
+    were (a new email, a password, a deactivation, a promotion) reads them with the caller first; an account's
+    creation and a password change check the caller before the hash they cost."""
     http, statements = counted
     admin = new_account(is_superuser=True)
-    user, other = new_account(), new_account()
+    user, other, third = new_account(), new_account(), new_account()
     password_change = {"current_password": user.password, "new_password": "another-good-password"}
-    for method, path, body, headers in (
-        ("PATCH", "/users/me", {"full_name": "New Name"}, user.headers),
-        ("PATCH", "/users/me", {"email": random_email()}, user.headers),
-        ("PATCH", f"/users/{other.id}", {"full_name": "By Admin", "is_active": False}, admin.headers),
-        ("PATCH", f"/users/{other.id}", {"password": "a-new-good-password"}, admin.headers),
-        ("POST", "/users/", {"email": random_email(), "password": "a-good-password"}, admin.headers),
-        ("PATCH", "/users/me/password", password_change, user.headers),
-        ("DELETE", f"/users/{other.id}", None, admin.headers),
-        ("DELETE", "/users/me", None, user.headers),
+    for method, path, body, headers, expected in (
+        ("PATCH", "/users/me", {"full_name": "New Name"}, user.headers, 1),
+        ("PATCH", f"/users/{other.id}", {"full_name": "By Admin"}, admin.headers, 1),
+        ("PATCH", "/users/me", {"email": random_email()}, user.headers, 2),
+        ("PATCH", f"/users/{other.id}", {"full_name": "By Admin", "is_active": False}, admin.headers, 2),
+        ("PATCH", f"/users/{other.id}", {"password": "a-new-good-password"}, admin.headers, 2),
+        ("POST", "/users/", {"email": random_email(), "password": "a-good-password"}, admin.headers, 2),
+        ("PATCH", "/users/me/password", password_change, user.headers, 2),
+        ("DELETE", f"/users/{other.id}", None, admin.headers, 1),
+        ("DELETE", "/users/me", None, third.headers, 1),
     ):
         response, sent = sent_by(http, statements, method, path, json=body, headers=headers)
         assert response.status_code == 200, (path, response.text)
-        assert len(sent) == 2, (method, path, sent)
+        assert len(sent) == expected, (method, path, sent)
     taken = seed_account(served)
     response, sent = sent_by(http, statements, "PATCH", "/users/me", json={"email": taken.email}, headers=admin.headers)
     assert (response.status_code, len(sent)) == (409, 2), sent  # the unique index refuses it: no lookup first
-    response, sent = sent_by(
-        http, statements, "PATCH", f"/users/{uuid.uuid4()}", json={"full_name": "x"}, headers=admin.headers
+    # Refusals: the change that changed nothing, then the caller (and the user) read for the contract's answer.
+    for method, path, body, headers, status in (
+        ("PATCH", f"/users/{uuid.uuid4()}", {"full_name": "x"}, admin.headers, 404),
+        ("DELETE", f"/users/{uuid.uuid4()}", None, admin.headers, 404),
+        ("PATCH", f"/users/{admin.id}", {"full_name": "x"}, user.headers, 403),
+        ("DELETE", f"/users/{admin.id}", None, user.headers, 403),
+        ("DELETE", "/users/me", None, admin.headers, 403),
+        ("DELETE", f"/users/{admin.id}", None, admin.headers, 403),
+    ):
+        response, sent = sent_by(http, statements, method, path, json=body, headers=headers)
+        assert (response.status_code, len(sent)) == (status, 2), (method, path, response.text, sent)
+
+
+def test_superuser_changes_answer_for_their_caller_first(counted: Counted, new_account: UserFactory) -> None:
+    """Auth, then privileges, then validation, as the contract orders them, on the superusers' changes that check
+    their caller in their own statement; and a rename to the name a user has already is answered as before, in three
+    statements (the rename that matched no row, the caller and the user, the UPDATE)."""
+    http, statements = counted
+    admin, user, other = new_account(is_superuser=True), new_account(), new_account()
+    for method, path, body in (
+        ("PATCH", f"/users/{other.id}", {"full_name": "x"}),
+        ("PATCH", f"/users/{other.id}", {"is_superuser": "not a boolean"}),
+        ("PATCH", "/users/not-a-uuid", {"full_name": "x"}),
+        ("DELETE", f"/users/{other.id}", None),
+        ("DELETE", "/users/not-a-uuid", None),
+    ):
+        response = http.request(method, path, json=body, headers=user.headers)
+        assert (response.status_code, response.json()) == (403, {"detail": "The user doesn't have enough privileges"})
+    response = http.patch(f"/users/{other.id}", json={"is_superuser": "not a boolean"}, headers=admin.headers)
+    assert response.status_code == 422
+    assert http.get(f"/users/{other.id}", headers=admin.headers).json()["full_name"] is None
+    assert http.patch(f"/users/{other.id}", json={"full_name": "Same"}, headers=admin.headers).status_code == 200
+    again, sent = sent_by(
+        http, statements, "PATCH", f"/users/{other.id}", json={"full_name": "Same"}, headers=admin.headers
     )
-    assert (response.status_code, len(sent)) == (404, 1), sent
+    assert (again.status_code, again.json()["full_name"], len(sent)) == (200, "Same", 3), sent
 
 
 def test_signup_is_one_insert(counted: Counted) -> None:

@@ -7,7 +7,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
 from app.api.paging import Limit, Skip
-from app.auth import CHECKED_IN_WRITE
+from app.auth import CALLER, CHECKED_IN_WRITE
 from app.errors import ITEM_NOT_FOUND, NOT_ENOUGH_PERMISSIONS
 from app.openapi import error_responses
 from app.schemas import ItemCreate, ItemPublic, ItemsPublic, ItemUpdate, Message, changes
@@ -18,7 +18,7 @@ ITEM_ERRORS = error_responses({403: [NOT_ENOUGH_PERMISSIONS], 404: [ITEM_NOT_FOU
 # The item named by the path, read in the caller's own statement.
 WITH_ITEM = {READ_WITH_CALLER: ITEM_WITH_CALLER}
 # A change that checks its caller in its own statement; the item and the caller are read only when it changes nothing.
-CHANGE = {CHECKED_IN_WRITE: True}
+CHANGE = {CHECKED_IN_WRITE: CALLER}
 CHANGE_ITEM = {**WITH_ITEM, **CHANGE}
 
 
