@@ -137,8 +137,8 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
         await super().__call__(scope, receive, hold_refusal)
         caller = scope.get("user")
         if held and isinstance(caller, TokenCaller):
-            user, session = await UserRepository.read_caller(self.fast, caller.id, caller.access.session_id)
-            caller.check(user, session, scope["route_handler"].opt[CHECKED_IN_WRITE] == SUPERUSER)  # raises theirs
+            # Raises the caller's own answer, if they have one.
+            await caller.read_checked(self.fast, superuser=scope["route_handler"].opt[CHECKED_IN_WRITE] == SUPERUSER)
         for message in held:
             await send(message)
 

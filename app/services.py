@@ -241,11 +241,26 @@ class TokenCaller:
         self.checked = True
         self.stale = bool(stale)
 
-    def check(self, user: Caller | None, session: CallerSession | None, superuser: bool = False) -> Caller:
-        """`check_caller` on what was read of them; checked whatever its answer."""
+    async def read_checked(
+        self,
+        fast: Executor,
+        superuser: bool = False,
+        read: ReadWithCaller[S] | None = None,
+        row_id: UUID | None = None,
+    ) -> tuple[Caller, Found[S] | None]:
+        """Read (with the `read` row `row_id`, in the same statement) and answered as the auth middleware would
+        (`check_caller`); checked whatever its answer."""
+        found = None
+        if read is None or row_id is None:
+            user, session = await UserRepository.read_caller(fast, self.id, self.access.session_id)
+        else:
+            user, session, row = await UserRepository.read_caller_with(
+                fast, self.id, self.access.session_id, read, row_id
+            )
+            found = Found(row_id, row)
         self.checked = True
         caller, self.stale = check_caller(user, session, self.access, utc_now(), superuser)
-        return caller
+        return caller, found
 
 
 def session_admits(caller: Caller, session: CallerSession | None, access: security.AccessToken, now: datetime) -> bool:
@@ -1287,15 +1302,9 @@ class UserService:
         token = self._caller
         if not isinstance(token, TokenCaller):
             return self.caller
-        if row_id is None:
-            user, session = await UserRepository.read_caller(self.fast, token.id, token.access.session_id)
-        else:
-            user, session, row = await UserRepository.read_caller_with(
-                self.fast, token.id, token.access.session_id, USER_WITH_CALLER, row_id
-            )
-            self.found = Found(row_id, row)
-        self._caller = token.check(user, session, superuser)
-        return self._caller
+        caller, found = await token.read_checked(self.fast, superuser, USER_WITH_CALLER, row_id)
+        self._caller, self.found = caller, found or self.found
+        return caller
 
     async def _renamed(self, user_id: UUID, changes: dict[str, Any], superuser: bool) -> UserPublic | None:
         """A change of the name alone by a TokenCaller, in one statement; None when it changed nothing (then the
@@ -1667,16 +1676,9 @@ class ItemService:
         as the auth middleware would."""
         if isinstance(self.caller, Caller):
             return self.caller
-        token = self.caller
-        if item_id is None:
-            user, session = await UserRepository.read_caller(self.fast, token.id, token.access.session_id)
-        else:
-            user, session, row = await UserRepository.read_caller_with(
-                self.fast, token.id, token.access.session_id, ITEM_WITH_CALLER, item_id
-            )
-            self.found = Found(item_id, row)
-        self.caller = token.check(user, session)
-        return self.caller
+        caller, found = await self.caller.read_checked(self.fast, read=ITEM_WITH_CALLER, row_id=item_id)
+        self.caller, self.found = caller, found or self.found
+        return caller
 
 
 def _visible(caller: Caller, item: ItemPublic | None) -> ItemPublic:
