@@ -11,12 +11,11 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import (
     HTTPException,
     NotAuthorizedException,
-    NotFoundException,
     PermissionDeniedException,
 )
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult, DefineMiddleware
-from litestar.types import ASGIApp, Receive, Scope, Send
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import security
 from app.background import Background
@@ -28,7 +27,6 @@ from app.errors import (
     NOT_ENOUGH_PRIVILEGES,
     NOT_WITH_PAT,
     READ_ONLY_TOKEN,
-    USER_NOT_FOUND,
 )
 from app.observability import bind_user
 from app.schemas import Caller, PatCredential
@@ -37,15 +35,22 @@ from app.services import (
     READ_WITH_CALLER,
     Found,
     ReadWithCaller,
+    TokenCaller,
     UserRepository,
+    check_caller,
     record_pat_use,
-    session_admits,
 )
-from app.sessions import TOUCH_EVERY, Touches
+from app.sessions import Touches
 from db.executor import Executor
 from db.models import utc_now
 
 EXCLUDE_FROM_AUTH = "exclude_from_auth"
+# A route's opt: the route's change checks its caller in its own statement (app/services.py TokenCaller), so a
+# JWT's caller is not read here (a legacy token's or a PAT's still is). Its value: CALLER, or SUPERUSER for a route
+# that also has the `requires_superuser` guard (which leaves a TokenCaller to the change).
+CHECKED_IN_WRITE = "checked_in_write"
+CALLER = "caller"
+SUPERUSER = "superuser"
 # A route's opt: a personal access token is refused there (403 NOT_WITH_PAT), whatever its scope: its account's
 # credentials and its tokens and sessions are managed with a login's token only.
 NO_PAT = "no_pat"
@@ -92,7 +97,10 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            await super().__call__(scope, receive, send)
+            if scope["route_handler"].opt.get(CHECKED_IN_WRITE):
+                await self._checked_before_refusal(scope, receive, send)
+            else:
+                await super().__call__(scope, receive, send)
         finally:
             # After the response (or the refusal raised to the exception handlers): never a statement of the request.
             # Here rather than in an after_response hook, which every route, this middleware's excluded ones too,
@@ -105,6 +113,34 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
                 stale_session = state.pop(_TOUCH, None)
                 if stale_session is not None:
                     self.touches.post(stale_session)
+            caller = scope.get("user")
+            if isinstance(caller, TokenCaller) and caller.stale:
+                self.touches.post(caller.access.session_id)
+
+    async def _checked_before_refusal(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A CHECKED_IN_WRITE route, whose change checks its caller: a refusal answered before that check (a
+        malformed body, say) is held until the caller is checked here, since the contract answers for the caller
+        first."""
+        held: list[Message] = []
+
+        async def hold_refusal(message: Message) -> None:
+            if not held and message["type"] == "http.response.start" and 400 <= message["status"] < 500:
+                caller = scope.get("user")
+                if isinstance(caller, TokenCaller) and not caller.checked:
+                    held.append(message)
+                    return
+            if held:
+                held.append(message)
+                return
+            await send(message)
+
+        await super().__call__(scope, receive, hold_refusal)
+        caller = scope.get("user")
+        if held and isinstance(caller, TokenCaller):
+            # Raises the caller's own answer, if they have one.
+            await caller.read_checked(self.fast, superuser=scope["route_handler"].opt[CHECKED_IN_WRITE] == SUPERUSER)
+        for message in held:
+            await send(message)
 
     async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
         scheme, _, token = connection.headers.get("authorization", "").partition(" ")
@@ -117,6 +153,9 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
             access = security.decode_access_token(token, self.settings.SECRET_KEY, self.token_lifetime)
         except security.InvalidTokenError:
             raise PermissionDeniedException(INVALID_CREDENTIALS) from None
+        if not access.legacy and connection.route_handler.opt.get(CHECKED_IN_WRITE):
+            bind_user(access.user_id)
+            return AuthenticationResult(user=TokenCaller(access), auth=access)
         read = connection.route_handler.opt.get(READ_WITH_CALLER)
         row_id = read.row_id(connection.path_params) if isinstance(read, ReadWithCaller) else None
         if row_id is None:
@@ -126,19 +165,11 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
                 self.fast, access.user_id, access.session_id, read, row_id
             )
             connection.state[READ_WITH_CALLER] = Found(row_id, row)
-        if user is None:
-            raise NotFoundException(USER_NOT_FOUND)
-        if not user.is_active:
-            raise HTTPException(status_code=400, detail=INACTIVE_USER)
-        now = utc_now()
-        if not session_admits(user, session, access, now):
-            # Its session ended, expired, or was revoked by a password change or a deactivation (but for the
-            # session that changed its own password).
-            raise PermissionDeniedException(INVALID_CREDENTIALS)
-        if session is not None and session.last_used_at < now - TOUCH_EVERY:
-            connection.state[_TOUCH] = session.id  # written after the answer (app/sessions.py)
-        bind_user(user.id)
-        return AuthenticationResult(user=user, auth=access)
+        caller, stale = check_caller(user, session, access, utc_now())
+        if stale:
+            connection.state[_TOUCH] = access.session_id  # written after the answer (app/sessions.py)
+        bind_user(caller.id)
+        return AuthenticationResult(user=caller, auth=access)
 
     async def authenticate_pat(
         self, connection: ASGIConnection[Any, Any, Any, Any], token: str
@@ -193,7 +224,12 @@ def auth_middleware(settings: Settings, fast: Executor, background: Background, 
     return DefineMiddleware(BearerAuthMiddleware, settings=settings, fast=fast, background=background, touches=touches)
 
 
-async def requires_superuser(connection: ASGIConnection[Any, Caller, Any, Any], _: BaseRouteHandler) -> None:
+async def requires_superuser(
+    connection: ASGIConnection[Any, Caller | TokenCaller, Any, Any], _: BaseRouteHandler
+) -> None:
     # async: Litestar runs a plain function guard in a worker thread, a hop on every superuser request.
-    if not connection.user.is_superuser:
+    caller = connection.user
+    if isinstance(caller, TokenCaller):
+        return  # a CHECKED_IN_WRITE=SUPERUSER route: its change checks it (app/services.py check_caller)
+    if not caller.is_superuser:
         raise PermissionDeniedException(NOT_ENOUGH_PRIVILEGES)

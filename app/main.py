@@ -271,6 +271,7 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
             *([breach.close] if breach else []),
             rate_limiter.close,
             *(observer.stop for observer in (metrics, tracing) if observer),
+            fast.close,
             flush_logs,
         ],
         before_send=[preflight_ok, log_response],

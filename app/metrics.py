@@ -304,7 +304,7 @@ class Metrics:
             queue = getattr(getattr(pool, "_pool", None), "_queue", None)
             readings |= {
                 "db_pool_size": pool.size(),
-                "db_pool_checked_out": pool.checkedout(),
+                "db_pool_checked_out": pool.checkedout() - self.fast.idle(),
                 "db_pool_overflow": max(pool.overflow(), 0),
                 "db_pool_waiting": len(getattr(queue, "_getters", ()) or ()) + self.fast.waiting(),
             }

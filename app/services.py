@@ -25,6 +25,8 @@ from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.types import DateTimeUTC
 from litestar import Request
 from sqlalchemy import (
+    ColumnElement,
+    Exists,
     Label,
     ScalarSelect,
     Select,
@@ -44,14 +46,16 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import InstrumentedAttribute, aliased
 from uuid_utils.compat import uuid7
 
 from app import security, totp
 from app.audit import AuditEvent, audit
 from app.errors import (
     EMAIL_TAKEN,
+    INACTIVE_USER,
     INCORRECT_PASSWORD,
+    INVALID_CREDENTIALS,
     INVALID_REFRESH_TOKEN,
     INVALID_TOKEN,
     ITEM_NOT_FOUND,
@@ -150,6 +154,115 @@ _TOKEN_SESSION = and_(UserSession.id == bindparam("sid"), UserSession.user_id ==
 _CURRENT_VERSION = or_(UserSession.token_version == User.token_version, UserSession.id == User.kept_session_id)
 
 
+# The caller's row in a change's `admitted_caller` (aliased: the change may be of another user's row).
+CALLER_ROW = aliased(User, name="caller")
+
+
+def admitted_caller(*rules: ColumnElement[bool] | InstrumentedAttribute[bool]) -> Exists:
+    """`check_caller` in SQL, for a change's own WHERE: the token's user (`caller_id`, as CALLER_ROW) exists and is
+    active, and its session (`sid`) is theirs, not ended, not expired (`now`) and current; and `rules` hold (of
+    CALLER_ROW, and of the row changed, whose table the subquery correlates to). For a token with a `sid` only (a
+    legacy token is checked by the auth middleware, against its own version and digest)."""
+    return (
+        select(literal_column("1"))
+        .select_from(CALLER_ROW)
+        .join(UserSession, and_(UserSession.id == bindparam("sid"), UserSession.user_id == CALLER_ROW.id))
+        .where(
+            CALLER_ROW.id == bindparam("caller_id"),
+            CALLER_ROW.is_active,
+            UserSession.ended_at.is_(None),
+            UserSession.expires_at > bindparam("now"),
+            or_(UserSession.token_version == CALLER_ROW.token_version, UserSession.id == CALLER_ROW.kept_session_id),
+            *rules,
+        )
+        .exists()
+    )
+
+
+# Returned by a change that `admitted_caller` checked: whether the token's session is due a last_used_at write.
+SESSION_STALE = (
+    select(UserSession.last_used_at < bindparam("touch_before"))
+    .where(UserSession.id == bindparam("sid"))
+    .scalar_subquery()
+    .label("session_stale")
+)
+
+
+# A session's last_used_at is written at most this often (app/sessions.py `Touches`).
+TOUCH_EVERY = timedelta(seconds=60)
+
+
+def check_caller(
+    user: Caller | None,
+    session: CallerSession | None,
+    access: security.AccessToken,
+    now: datetime,
+    superuser: bool = False,
+) -> tuple[Caller, bool]:
+    """The contract's answers for the caller of a verified access token, in its order: 404 they are gone, 400
+    inactive, 403 the token's session no longer admits it, and, on a route for `superuser`s, 403 they are none. The
+    caller, and whether the session's last_used_at is to be written."""
+    if user is None:
+        raise NotFound(USER_NOT_FOUND)
+    if not user.is_active:
+        raise Rejected(INACTIVE_USER)
+    if not session_admits(user, session, access, now):
+        # Its session ended, expired, or was revoked by a password change or a deactivation (but for the
+        # session that changed its own password).
+        raise Forbidden(INVALID_CREDENTIALS)
+    if superuser and not user.is_superuser:
+        raise Forbidden(NOT_ENOUGH_PRIVILEGES)
+    return user, session is not None and session.last_used_at < now - TOUCH_EVERY
+
+
+@dataclass(slots=True)
+class TokenCaller:
+    """The caller of a route that checks them in its own change (opt CHECKED_IN_WRITE, app/auth.py): so far known by
+    their verified access token only. The change's statement admits them (`admitted_caller`) or changes nothing; in
+    that case the service reads them and answers as the auth middleware would (`check_caller`), then goes on as for
+    any caller. Until `checked`, no refusal is answered without that check (app/auth.py)."""
+
+    access: security.AccessToken
+    checked: bool = False
+    # The session's last_used_at is to be written after the answer.
+    stale: bool = False
+
+    @property
+    def id(self) -> UUID:
+        return self.access.user_id
+
+    def params(self, now: datetime) -> dict[str, Any]:
+        """The parameters of `admitted_caller` and `SESSION_STALE`."""
+        access = self.access
+        return {"caller_id": access.user_id, "sid": access.session_id, "now": now, "touch_before": now - TOUCH_EVERY}
+
+    def admit(self, stale: Any) -> None:
+        """The change's statement admitted them."""
+        self.checked = True
+        self.stale = bool(stale)
+
+    async def read_checked(
+        self,
+        fast: Executor,
+        superuser: bool = False,
+        read: ReadWithCaller[S] | None = None,
+        row_id: UUID | None = None,
+    ) -> tuple[Caller, Found[S] | None]:
+        """Read (with the `read` row `row_id`, in the same statement) and answered as the auth middleware would
+        (`check_caller`); checked whatever its answer."""
+        found = None
+        if read is None or row_id is None:
+            user, session = await UserRepository.read_caller(fast, self.id, self.access.session_id)
+        else:
+            user, session, row = await UserRepository.read_caller_with(
+                fast, self.id, self.access.session_id, read, row_id
+            )
+            found = Found(row_id, row)
+        self.checked = True
+        caller, self.stale = check_caller(user, session, self.access, utc_now(), superuser)
+        return caller, found
+
+
 def session_admits(caller: Caller, session: CallerSession | None, access: security.AccessToken, now: datetime) -> bool:
     """Whether `access` is still good: its session exists, is not ended or expired, and was not revoked by a later
     password change or deactivation (token_version bumped), but for the session that change kept.
@@ -189,6 +302,10 @@ class ReadWithCaller(Generic[S]):
 
 
 READ_WITH_CALLER = "read_with_caller"
+# The item named by the path (`id`), read in the caller's own statement.
+ITEM_WITH_CALLER = ReadWithCaller(Item, ItemPublic, "id")
+# The user named by the path (`user_id`), read in the caller's own statement.
+USER_WITH_CALLER = ReadWithCaller(User, UserPublic, "user_id")
 
 
 @cache
@@ -311,6 +428,14 @@ class UserRepository(SQLAlchemyAsyncRepository[User]):
     COUNT = select(func.count()).select_from(User)
     INSERT = insert(User).values({column.key: bindparam(column.key) for column in User.__table__.columns})
     DELETE = delete(User).where(User.id == bindparam("where_id")).returning(User.id)
+    # Deleting a user with their caller checked in the statement (TokenCaller): themself, unless a superuser; or,
+    # for a superuser, anyone but themself.
+    DELETE_ME_AS_CALLER = DELETE.where(admitted_caller(User.id == CALLER_ROW.id, ~CALLER_ROW.is_superuser)).returning(
+        SESSION_STALE
+    )
+    DELETE_AS_SUPERUSER = DELETE.where(admitted_caller(User.id != CALLER_ROW.id, CALLER_ROW.is_superuser)).returning(
+        SESSION_STALE
+    )
     ADDRESS = select(*columns(User, Address)).where(User.id == bindparam("id"))
     # Verified only while the address is still the one read: an email change in between leaves the row alone.
     VERIFY = (
@@ -329,6 +454,44 @@ class UserRepository(SQLAlchemyAsyncRepository[User]):
             # A literal, not a bound 1: the executor binds only the parameters a repository passes.
             return _update(User, UserPublic, names, token_version=User.token_version + literal_column("1"))
         return _update(User, UserPublic, names)
+
+    @staticmethod
+    @cache
+    def rename_as_caller_statement(superuser: bool) -> Update:
+        """A new full_name, the caller checked in the statement: their own (where_id is the caller), or anyone's
+        by a superuser. No row back when the name is the one it was, so that the audit's `fields` stays exact."""
+        rule = CALLER_ROW.is_superuser if superuser else User.id == CALLER_ROW.id
+        return (
+            _update(User, UserPublic, ("full_name",))
+            .where(User.full_name.is_distinct_from(bindparam("new_full_name")), admitted_caller(rule))
+            .returning(SESSION_STALE)
+        )
+
+    @classmethod
+    async def rename_as(
+        cls, fast: Executor, caller: TokenCaller, user_id: UUID, full_name: str | None, superuser: bool, now: datetime
+    ) -> UserPublic | None:
+        """The user renamed if `caller` is admitted (and a superuser, if asked) and the name is new; None, with
+        nothing written, if not."""
+        statement = cls.rename_as_caller_statement(superuser)
+        params = {"where_id": user_id, "new_full_name": full_name, **caller.params(now)}
+        rows = await fast.rows(statement, params)
+        if not rows:
+            return None
+        caller.admit(rows[0]["session_stale"])
+        return from_row(UserPublic, rows[0], shown=fast.shown)
+
+    @classmethod
+    async def delete_as(
+        cls, fast: Executor, caller: TokenCaller, user_id: UUID, superuser: bool, now: datetime
+    ) -> bool:
+        """`delete_by_id` if `caller` is admitted: themself (`user_id`), unless a superuser; or, by a superuser,
+        anyone but themself. False, with nothing deleted, if not."""
+        statement = cls.DELETE_AS_SUPERUSER if superuser else cls.DELETE_ME_AS_CALLER
+        rows = await fast.rows(statement, {"where_id": user_id, **caller.params(now)})
+        if rows:
+            caller.admit(rows[0]["session_stale"])
+        return bool(rows)
 
     @classmethod
     async def read_caller(
@@ -442,6 +605,22 @@ class ItemRepository(SQLAlchemyAsyncRepository[Item]):
     COUNT = select(_all_items())
     INSERT = insert(Item).values({column.key: bindparam(column.key) for column in columns(Item, ItemPublic)})
     DELETE = delete(Item).where(Item.id == bindparam("where_id")).returning(Item.id)
+    # The same changes with their caller checked in them (TokenCaller): nothing written, and no row back, unless
+    # the caller is admitted and (but for an insert) owns the item or is a superuser.
+    _OWNED = or_(Item.owner_id == CALLER_ROW.id, CALLER_ROW.is_superuser)
+    INSERT_AS_CALLER = (
+        insert(Item)
+        .from_select(
+            list(ItemPublic.__struct_fields__),
+            select(*(bindparam(column.key, type_=column.type) for column in columns(Item, ItemPublic))).where(
+                admitted_caller()
+            ),
+        )
+        .returning(SESSION_STALE)
+    )
+    DELETE_AS_CALLER = (
+        delete(Item).where(Item.id == bindparam("where_id"), admitted_caller(_OWNED)).returning(SESSION_STALE)
+    )
 
     @classmethod
     async def read_public(cls, fast: Executor, item_id: UUID) -> ItemPublic | None:
@@ -466,6 +645,11 @@ class ItemRepository(SQLAlchemyAsyncRepository[Item]):
         """UPDATE … RETURNING the public columns, setting `names` (one statement object per combination)."""
         return _update(Item, ItemPublic, names)
 
+    @staticmethod
+    @cache
+    def update_as_caller_statement(names: tuple[str, ...]) -> Update:
+        return _update(Item, ItemPublic, names).where(admitted_caller(ItemRepository._OWNED)).returning(SESSION_STALE)
+
     @classmethod
     async def update_public(cls, fast: Executor, item_id: UUID, values: Mapping[str, Any]) -> ItemPublic | None:
         """The item with `values` set, None if there is none; one statement."""
@@ -477,6 +661,36 @@ class ItemRepository(SQLAlchemyAsyncRepository[Item]):
     @classmethod
     async def delete_by_id(cls, fast: Executor, item_id: UUID) -> bool:
         return bool(await fast.rows(cls.DELETE, {"where_id": item_id}))
+
+    @classmethod
+    async def insert_as(cls, fast: Executor, caller: TokenCaller, item: ItemPublic, now: datetime) -> bool:
+        """`insert_public` if `caller` is admitted (then `caller.admit`); False, with nothing written, if not."""
+        values = {name: getattr(item, name) for name in ItemPublic.__struct_fields__}
+        rows = await fast.rows(cls.INSERT_AS_CALLER, {**values, **caller.params(now)})
+        if rows:
+            caller.admit(rows[0]["session_stale"])
+        return bool(rows)
+
+    @classmethod
+    async def update_as(
+        cls, fast: Executor, caller: TokenCaller, item_id: UUID, values: Mapping[str, Any], now: datetime
+    ) -> ItemPublic | None:
+        """`update_public` (with `values`) if `caller` is admitted and may change the item; None, with nothing
+        written, if not, or if there is no such item."""
+        statement = cls.update_as_caller_statement(tuple(sorted(values)))
+        rows = await fast.rows(statement, {"where_id": item_id, **_assigned(values), **caller.params(now)})
+        if not rows:
+            return None
+        caller.admit(rows[0]["session_stale"])
+        return from_row(ItemPublic, rows[0])
+
+    @classmethod
+    async def delete_as(cls, fast: Executor, caller: TokenCaller, item_id: UUID, now: datetime) -> bool:
+        """`delete_by_id` if `caller` is admitted and may delete the item; False, with nothing deleted, if not."""
+        rows = await fast.rows(cls.DELETE_AS_CALLER, {"where_id": item_id, **caller.params(now)})
+        if rows:
+            caller.admit(rows[0]["session_stale"])
+        return bool(rows)
 
 
 class Refreshed(msgspec.Struct):
@@ -1052,7 +1266,7 @@ class UserService:
 
     def __init__(
         self,
-        caller: Caller | None,
+        caller: Caller | TokenCaller | None,
         fast: Executor,
         open_session: OpenSession,
         passwords: security.Passwords,
@@ -1078,9 +1292,40 @@ class UserService:
 
     @property
     def caller(self) -> Caller:
-        if self._caller is None:
-            raise RuntimeError("this route is not authenticated: it has no caller")
+        if not isinstance(self._caller, Caller):
+            raise RuntimeError("this route has no caller, or has not checked them (`_checked`)")
         return self._caller
+
+    async def _checked(self, superuser: bool = False, row_id: UUID | None = None) -> Caller:
+        """The caller, checked: a TokenCaller (whose change changed nothing) is read, with the user `row_id` in the
+        same statement, and answered as the auth middleware and the superuser guard would."""
+        token = self._caller
+        if not isinstance(token, TokenCaller):
+            return self.caller
+        caller, found = await token.read_checked(self.fast, superuser, USER_WITH_CALLER, row_id)
+        self._caller, self.found = caller, found or self.found
+        return caller
+
+    async def _renamed(self, user_id: UUID, changes: dict[str, Any], superuser: bool) -> UserPublic | None:
+        """A change of the name alone by a TokenCaller, in one statement; None when it changed nothing (then the
+        caller is checked and the change made as any other)."""
+        if not isinstance(self._caller, TokenCaller) or changes.keys() != {"full_name"}:
+            return None
+        renamed = await UserRepository.rename_as(
+            self.fast, self._caller, user_id, changes["full_name"], superuser, utc_now()
+        )
+        if renamed is not None:
+            audit(AuditEvent.USER_UPDATED, user_id=user_id, actor_id=self._actor, fields=["full_name"])
+        return renamed
+
+    async def _deleted(self, user_id: UUID, superuser: bool) -> bool:
+        """A deletion by a TokenCaller in one statement; False when it deleted nothing."""
+        if not isinstance(self._caller, TokenCaller):
+            return False
+        if not await UserRepository.delete_as(self.fast, self._caller, user_id, superuser, utc_now()):
+            return False
+        audit(AuditEvent.USER_DELETED, user_id=user_id, actor_id=self._actor)
+        return True
 
     async def get_by_email(self, email: str) -> User | None:
         # The one rule (db/identity.py) on both sides: no SQL function, whose folding would differ from Python's.
@@ -1182,6 +1427,10 @@ class UserService:
         """By a superuser; the user as it was comes from the caller's own statement (ReadWithCaller). A superuser
         may neither demote nor deactivate themself, as they may not delete themself: the last one would lock
         administration out."""
+        renamed = await self._renamed(user_id, changes, superuser=True)
+        if renamed is not None:
+            return renamed
+        await self._checked(superuser=True, row_id=user_id)
         if self.by_pat and ("email" in changes or "password" in changes):
             raise Forbidden(NOT_WITH_PAT)  # a leaked token must not take over accounts by their credentials
         if user_id == self.caller.id:
@@ -1202,9 +1451,13 @@ class UserService:
     async def update_me(self, changes: dict[str, Any]) -> UserPublic:
         """A personal access token may change the caller's name, not their email (who owns the email owns the
         account: its recovery links go there)."""
+        renamed = await self._renamed(self._caller_id, changes, superuser=False)
+        if renamed is not None:
+            return renamed
+        caller = await self._checked()
         if "email" in changes and self.by_pat:
             raise Forbidden(NOT_WITH_PAT)
-        return await self._apply(self.caller.public(), changes)
+        return await self._apply(caller.public(), changes)
 
     async def start_session(
         self, user: User, label: str, client_network: str, lifetime: timedelta, refresh_key: str | None = None
@@ -1275,15 +1528,22 @@ class UserService:
         await self._apply(user_public(user), {"password": new_password}, reset=True)
 
     async def delete(self, user_id: UUID) -> None:
-        """The user and, by the item->owner foreign key's cascade, their items."""
-        if user_id == self.caller.id and self.caller.is_superuser:
-            raise Forbidden(SUPERUSER_SELF_DELETE)
-        if not await UserRepository.delete_by_id(self.fast, user_id):
-            raise NotFound(USER_NOT_FOUND)
-        audit(AuditEvent.USER_DELETED, user_id=user_id, actor_id=self._actor)
+        """By a superuser: the user and, by the item->owner foreign key's cascade, their items."""
+        if not await self._deleted(user_id, superuser=True):
+            await self._checked(superuser=True, row_id=user_id)
+            await self._delete(user_id)
 
     async def delete_me(self) -> None:
-        await self.delete(self.caller.id)
+        if not await self._deleted(self._caller_id, superuser=False):
+            await self._delete((await self._checked()).id)
+
+    async def _delete(self, user_id: UUID) -> None:
+        if user_id == self.caller.id and self.caller.is_superuser:
+            raise Forbidden(SUPERUSER_SELF_DELETE)
+        gone = self.found is not None and self.found.row_id == user_id and self.found.row is None
+        if gone or not await UserRepository.delete_by_id(self.fast, user_id):
+            raise NotFound(USER_NOT_FOUND)
+        audit(AuditEvent.USER_DELETED, user_id=user_id, actor_id=self._actor)
 
     async def _check_new_password(self, password: str, field: str) -> None:
         """Before the password is hashed and anything is written, so that a refusal leaves nothing behind."""
@@ -1342,39 +1602,60 @@ class UserService:
         """Who acts: the signed-in caller, or nobody (signup, a recovery link)."""
         return self._caller.id if self._caller is not None else None
 
+    @property
+    def _caller_id(self) -> UUID:
+        """The caller's id, checked or not yet."""
+        if self._caller is None:
+            raise RuntimeError("this route is not authenticated: it has no caller")
+        return self._caller.id
+
 
 class ItemService:
     """Items of one caller: all of them for a superuser, their own otherwise (404 before 403). `found` is the item
-    a route read with its caller (ReadWithCaller), if any."""
+    a route read with its caller (ReadWithCaller), if any.
 
-    def __init__(self, caller: Caller, fast: Executor, found: Found[ItemPublic] | None = None) -> None:
+    A change's caller may be a TokenCaller (a route with CHECKED_IN_WRITE): the change is then one statement that
+    checks them too; only when it changes nothing are the caller and the item read, for the contract's answer."""
+
+    def __init__(self, caller: Caller | TokenCaller, fast: Executor, found: Found[ItemPublic] | None = None) -> None:
         self.caller = caller
         self.fast = fast
         self.found = found
 
     async def page(self, skip: int, limit: int) -> ItemsPublic:
-        owner_id = None if self.caller.is_superuser else self.caller.id
+        caller = await self._checked()
+        owner_id = None if caller.is_superuser else caller.id
         items, count = await ItemRepository.read_page(self.fast, owner_id, skip, limit)
         return ItemsPublic(data=items, count=count)
 
     async def read(self, item_id: UUID) -> ItemPublic:
+        caller = await self._checked(item_id)
         if self.found is not None and self.found.row_id == item_id:
             item = self.found.row
         else:
             item = await ItemRepository.read_public(self.fast, item_id)
-        return self._visible(item)
+        return _visible(caller, item)
 
     async def create(self, data: ItemCreate) -> ItemPublic:
         item = ItemPublic(
             title=data.title, description=data.description, id=uuid7(), owner_id=self.caller.id, created_at=utc_now()
         )
         try:
+            if isinstance(self.caller, TokenCaller) and await ItemRepository.insert_as(
+                self.fast, self.caller, item, item.created_at
+            ):
+                return item
+            await self._checked()
             await ItemRepository.insert_public(self.fast, item)
         except ForeignKeyError:
             raise NotFound(USER_NOT_FOUND) from None  # the caller was deleted since its token was checked
         return item
 
     async def update(self, item_id: UUID, changes: dict[str, Any]) -> ItemPublic:
+        if isinstance(self.caller, TokenCaller) and changes:
+            changed = await ItemRepository.update_as(self.fast, self.caller, item_id, changes, utc_now())
+            if changed is not None:
+                return changed
         await self.read(item_id)
         updated = await ItemRepository.update_public(self.fast, item_id, changes)
         if updated is None:
@@ -1382,17 +1663,31 @@ class ItemService:
         return updated
 
     async def delete(self, item_id: UUID) -> None:
+        if isinstance(self.caller, TokenCaller) and await ItemRepository.delete_as(
+            self.fast, self.caller, item_id, utc_now()
+        ):
+            return
         await self.read(item_id)
         if not await ItemRepository.delete_by_id(self.fast, item_id):
             raise NotFound(ITEM_NOT_FOUND)
 
-    def _visible(self, item: ItemPublic | None) -> ItemPublic:
-        """Existence first (404), then ownership (403)."""
-        if item is None:
-            raise NotFound(ITEM_NOT_FOUND)
-        if not self.caller.is_superuser and item.owner_id != self.caller.id:
-            raise Forbidden(NOT_ENOUGH_PERMISSIONS)
-        return item
+    async def _checked(self, item_id: UUID | None = None) -> Caller:
+        """The caller, checked: a TokenCaller is read (with the item `item_id`, in the same statement) and answered
+        as the auth middleware would."""
+        if isinstance(self.caller, Caller):
+            return self.caller
+        caller, found = await self.caller.read_checked(self.fast, read=ITEM_WITH_CALLER, row_id=item_id)
+        self.caller, self.found = caller, found or self.found
+        return caller
+
+
+def _visible(caller: Caller, item: ItemPublic | None) -> ItemPublic:
+    """Existence first (404), then ownership (403)."""
+    if item is None:
+        raise NotFound(ITEM_NOT_FOUND)
+    if not caller.is_superuser and item.owner_id != caller.id:
+        raise Forbidden(NOT_ENOUGH_PERMISSIONS)
+    return item
 
 
 def provide_user_service(request: Request[Any, Any, Any]) -> UserService:
@@ -1427,7 +1722,7 @@ def provide_session_service(request: Request[Caller, security.AccessToken, Any])
     return SessionService(request.user, request.auth, request.app.state.executor, request.state.get(READ_WITH_CALLER))
 
 
-def provide_item_service(request: Request[Caller, Any, Any]) -> ItemService:
+def provide_item_service(request: Request[Caller | TokenCaller, Any, Any]) -> ItemService:
     return ItemService(request.user, request.app.state.executor, request.state.get(READ_WITH_CALLER))
 
 

@@ -5,20 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from datetime import datetime, timedelta
+from datetime import datetime
 from uuid import UUID
 
 import structlog
 
 from app.background import Periodic
-from app.services import SessionRepository
+from app.services import TOUCH_EVERY, SessionRepository
 from db.executor import Executor
 from db.models import utc_now
 
 log = structlog.get_logger("app.sessions")
 
 LABEL_MAX = 100
-TOUCH_EVERY = timedelta(seconds=60)
 PRUNE_EVERY_SECONDS = 600.0
 
 

@@ -47,6 +47,15 @@ async def admin_execute(sql: str) -> None:
         await connection.close()
 
 
+async def vacuum(dsn: str) -> None:
+    """VACUUM ANALYZE the whole database of `dsn` (outside a transaction, as VACUUM must be)."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        await connection.execute("VACUUM (ANALYZE)")
+    finally:
+        await connection.close()
+
+
 async def database_exists(database: str) -> bool:
     connection = await asyncpg.connect(ADMIN_DSN)
     try:

@@ -307,17 +307,23 @@ def test_an_expired_session_is_refused(client: httpx.Client, served: Served, use
     assert sessions(client, login(client, user.email, user.password))["count"] == 1
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [("GET", "/users/me", None), ("POST", "/items/", {"title": "checked in its own INSERT"})],
+    ids=["read", "change"],
+)
 def test_last_used_at_is_written_after_the_answer_at_most_once_a_minute(
-    client: httpx.Client, served: Served, user: Account
+    client: httpx.Client, served: Served, user: Account, method: str, path: str, body: dict[str, str] | None
 ) -> None:
+    """By the auth middleware's read of the caller, or by a change that checks its caller itself."""
     long_ago = utc_now() - timedelta(minutes=5)
     set_session(served.database, user.session_id, last_used_at=long_ago)
-    assert client.get("/users/me", headers=user.headers).status_code == 200
+    assert client.request(method, path, json=body, headers=user.headers).status_code == 200
     deadline = time.monotonic() + 5
     while (used := rows_of(served.database, user.id)[0]["last_used_at"]) <= long_ago and time.monotonic() < deadline:
         time.sleep(0.05)
     assert used > long_ago
-    assert client.get("/users/me", headers=user.headers).status_code == 200
+    assert client.request(method, path, json=body, headers=user.headers).status_code == 200
     time.sleep(0.3)
     assert rows_of(served.database, user.id)[0]["last_used_at"] == used  # within the minute: not written again
 

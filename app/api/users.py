@@ -11,7 +11,7 @@ from litestar.params import FromPath, JSONBody
 from app import emails, security
 from app.api.login import HOUR, PathAddress, client_address, counted_as_guess
 from app.api.paging import Limit, Skip
-from app.auth import EXCLUDE_FROM_AUTH, NO_PAT, requires_superuser
+from app.auth import CALLER, CHECKED_IN_WRITE, EXCLUDE_FROM_AUTH, NO_PAT, SUPERUSER, requires_superuser
 from app.config import Settings
 from app.errors import (
     EMAIL_TAKEN,
@@ -63,14 +63,13 @@ from app.services import (
     SESSION_NOT_FOUND,
     SUPERUSER_SELF_DEACTIVATE,
     SUPERUSER_SELF_DEMOTE,
+    USER_WITH_CALLER,
     PersonalAccessTokenService,
-    ReadWithCaller,
     SessionService,
     TotpService,
     UserService,
 )
 from db.identity import email_identity
-from db.models import User
 
 USER_DELETED = "User deleted successfully"
 EMAIL_VERIFIED = "Email verified"
@@ -79,7 +78,10 @@ SESSION_ENDED = "Session ended"
 OTHER_SESSIONS_ENDED = "Other sessions ended"
 SESSIONS_ENDED = "Sessions ended"
 # A superuser's routes about another user's sessions read that user with the caller (404 if there is none).
-WITH_USER = {READ_WITH_CALLER: ReadWithCaller(User, UserPublic, "user_id")}
+WITH_USER = {READ_WITH_CALLER: USER_WITH_CALLER}
+# Changes that check their caller in their own statement (a rename, a deletion; app/services.py UserService).
+CHANGE = {CHECKED_IN_WRITE: CALLER}
+SUPERUSERS_CHANGE = {CHECKED_IN_WRITE: SUPERUSER}
 
 
 class UsersController(Controller):
@@ -117,12 +119,12 @@ class UsersController(Controller):
         """The caller."""
         return current_user.public()
 
-    @patch("/me", responses=error_responses({403: [NOT_WITH_PAT + " (a new email)"], 409: [EMAIL_TAKEN]}))
+    @patch("/me", opt=CHANGE, responses=error_responses({403: [NOT_WITH_PAT + " (a new email)"], 409: [EMAIL_TAKEN]}))
     async def update_user_me(self, users: NamedDependency[UserService], data: JSONBody[UserUpdateMe]) -> UserPublic:
         """Change the caller's name or email. A personal access token may change the name only."""
         return await users.update_me(changes(data))
 
-    @delete("/me", status_code=200, responses=error_responses({403: [SUPERUSER_SELF_DELETE]}))
+    @delete("/me", status_code=200, opt=CHANGE, responses=error_responses({403: [SUPERUSER_SELF_DELETE]}))
     async def delete_user_me(self, users: NamedDependency[UserService]) -> Message:
         """Delete the caller and their items."""
         await users.delete_me()
@@ -276,7 +278,7 @@ class UsersController(Controller):
         "/{user_id:str}",
         guards=[requires_superuser],
         # The user as they were (for the audit of what changed), read in the caller's own statement.
-        opt={READ_WITH_CALLER: ReadWithCaller(User, UserPublic, "user_id")},
+        opt={**WITH_USER, **SUPERUSERS_CHANGE},
         responses=error_responses(
             {
                 403: [SUPERUSER_SELF_DEMOTE, SUPERUSER_SELF_DEACTIVATE, NOT_WITH_PAT + " (a new email or password)"],
@@ -296,6 +298,7 @@ class UsersController(Controller):
         "/{user_id:str}",
         status_code=200,
         guards=[requires_superuser],
+        opt=SUPERUSERS_CHANGE,
         responses=error_responses({403: [SUPERUSER_SELF_DELETE], 404: [USER_NOT_FOUND]}),
     )
     async def delete_user(self, users: NamedDependency[UserService], user_id: FromPath[UUID]) -> Message:
