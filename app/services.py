@@ -104,6 +104,7 @@ from db.models import (
     Item,
     PersonalAccessToken,
     User,
+    UserItemCount,
     UserRecoveryCode,
     UserSession,
     UserTotp,
@@ -374,14 +375,14 @@ def _total(model: type[Base]) -> Label[int]:
 
 
 def _own_total() -> ScalarSelect[int]:
-    """How many items the user `owner_id` owns (0 for a user that is gone)."""
-    owned = select(User.item_count).where(User.id == bindparam("owner_id")).scalar_subquery()
+    """How many items the user `owner_id` owns (0 for a user with no counter row: no items yet, or gone)."""
+    owned = select(UserItemCount.item_count).where(UserItemCount.user_id == bindparam("owner_id")).scalar_subquery()
     return select(func.coalesce(owned, literal_column("0"))).scalar_subquery()
 
 
 def _all_items() -> ScalarSelect[int]:
-    """How many items there are: every item has an owner, whose row counts it."""
-    return select(func.coalesce(func.sum(User.item_count), literal_column("0"))).scalar_subquery()
+    """How many items there are: every item has an owner, whose counter row counts it."""
+    return select(func.coalesce(func.sum(UserItemCount.item_count), literal_column("0"))).scalar_subquery()
 
 
 def _update(model: type[Base], struct: type[msgspec.Struct], names: tuple[str, ...], **computed: Any) -> Update:
@@ -585,9 +586,9 @@ class ItemRepository(SQLAlchemyAsyncRepository[Item]):
 
     _NEWEST_FIRST = (Item.created_at.desc(), Item.id.desc())
     PUBLIC = select(*columns(Item, ItemPublic)).where(Item.id == bindparam("id"))
-    # Each page carries its total from the counts the database keeps (user.item_count, migration 0006): one
-    # indexed row read for an owner's page, the sum over users for a superuser's, whatever the number of items (a
-    # window count over the owner's rows read them all before the LIMIT: 122 ms at 100,000 own items).
+    # Each page carries its total from the counts the database keeps (user_item_count, migrations 0006 and 0012):
+    # one primary-key row read for an owner's page, the sum over the counters for a superuser's, whatever the number
+    # of items (a window count over the owner's rows read them all before the LIMIT: 122 ms at 100,000 own items).
     OWN_PAGE = (
         select(*columns(Item, ItemPublic), _own_total().label("total"))
         .where(Item.owner_id == bindparam("owner_id"))
@@ -1379,7 +1380,6 @@ class UserService:
             "token_version": 0,
             "kept_token_digest": None,
             "kept_session_id": None,
-            "item_count": 0,
             "totp_enabled": False,
         }
         try:

@@ -71,8 +71,11 @@ SQL_USER_PASSWORD = (
     'WHERE "user".id = $1::UUID'
 )
 SQL_ITEM = f"SELECT {ITEM_PUBLIC} FROM item WHERE item.id = $1::UUID"
-# The owner's count is the one the database keeps (user.item_count, migration 0006), as the service reads it.
-SQL_OWN_COUNT = 'SELECT coalesce((SELECT "user".item_count FROM "user" WHERE "user".id = $1::UUID), 0)'
+# The owner's count is the one the database keeps (user_item_count, migration 0012), as the service reads it.
+SQL_OWN_COUNT = (
+    "SELECT coalesce((SELECT user_item_count.item_count FROM user_item_count "
+    "WHERE user_item_count.user_id = $1::UUID), 0)"
+)
 SQL_ITEMS_PAGE = (
     f"SELECT {ITEM_PUBLIC}, ({SQL_OWN_COUNT}) AS total FROM item WHERE item.owner_id = $1::UUID "
     "ORDER BY item.created_at DESC, item.id DESC LIMIT $2 OFFSET $3"

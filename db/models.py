@@ -75,9 +75,6 @@ class User(Base):
     # The session that changed its own password: it survives the version bump (no foreign key: a pruned session
     # simply names no row).
     kept_session_id: Mapped[UUID | None] = mapped_column(GUID, nullable=True)
-    # How many items the user owns: kept by triggers on `item` (migration 0006) for every writer, so a page of one
-    # owner's items reads its total here instead of counting their rows. Never written by the application.
-    item_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # Whether the owner proved the address is theirs (README "Email verification"). True for the accounts from
     # before migration 0010 and for a writer that knows only the template's columns; a signup or an email change
     # stores False.
@@ -90,6 +87,19 @@ class User(Base):
     def _set_email_key(self, _: str, email: str) -> str:
         self.email_key = email_identity(email)
         return email
+
+
+class UserItemCount(CommonTableAttributes, AdvancedDeclarativeBase, AsyncAttrs):
+    """How many items the user owns: kept by triggers on `item` (migration 0012, first 0006 in "user") for every
+    writer, so a page of one owner's items reads its total here instead of counting their rows. A user with no row
+    owns none. In a table of its own, not the user's row: an item's insert locks its owner's row (KEY SHARE, the
+    foreign-key check), and the counter's UPDATE of that same row made PostgreSQL record both in a MultiXact on every
+    insert. Never written by the application. Deleted with its user."""
+
+    __tablename__ = "user_item_count"
+
+    user_id: Mapped[UUID] = mapped_column(GUID, ForeignKey("user.id", ondelete="CASCADE"), primary_key=True)
+    item_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Item(Base):

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 from advanced_alchemy.alembic.commands import AlembicCommands
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.api.paging import LIMIT_MAX
@@ -17,7 +17,7 @@ from tests.conftest import Account, Database, Served, create_postgres_database, 
 
 UserFactory = Callable[..., Account]
 LISTS = ["/items/", "/users/"]
-# Migration 0006's triggers on item.
+# The triggers on item that keep user_item_count (migration 0012; 0006's names, which kept "user".item_count).
 TRIGGERS = {
     "postgresql": ["item_count_insert", "item_count_delete", "item_count_owner", "item_count_truncate"],
     "sqlite": ["item_count_insert", "item_count_delete", "item_count_owner"],
@@ -69,7 +69,10 @@ def test_the_maximum_is_in_the_openapi_document(served: Served, path: str) -> No
     }
 
 
-# ---------------------------------------------------------------- counts kept by the database (user.item_count)
+# ---------------------------------------------------------------- counts kept by the database (user_item_count)
+
+# A user's kept count: their counter row's, 0 for a user with none (no items yet).
+KEPT = 'coalesce((SELECT item_count FROM user_item_count WHERE user_item_count.user_id = "user".id), 0)'
 
 
 def own_count(client: httpx.Client, account: Account) -> int:
@@ -90,11 +93,14 @@ def all_count(client: httpx.Client, superuser_headers: dict[str, str]) -> int:
 def assert_counts_agree(served: Served) -> None:
     """Every user's kept count is their number of items, and so is the sum the total."""
     wrong = served.database.scalar(
-        'SELECT count(*) FROM "user" WHERE item_count <> (SELECT count(*) FROM item WHERE item.owner_id = "user".id)'
+        f'SELECT count(*) FROM "user" WHERE {KEPT} <> (SELECT count(*) FROM item WHERE item.owner_id = "user".id)'
     )
     assert wrong == 0
+    assert (
+        served.database.scalar('SELECT count(*) FROM user_item_count WHERE user_id NOT IN (SELECT id FROM "user")') == 0
+    )
     total = served.database.scalar("SELECT count(*) FROM item")
-    assert served.database.scalar('SELECT coalesce(sum(item_count), 0) FROM "user"') == total
+    assert served.database.scalar("SELECT coalesce(sum(item_count), 0) FROM user_item_count") == total
 
 
 def create(client: httpx.Client, account: Account, n: int) -> list[str]:
@@ -203,11 +209,11 @@ def test_an_owners_page_reads_no_item_beyond_it(served: Served, new_account: Use
     with served.client() as client:
         create(client, owner, 2)
         db = served.database
-        db.run('UPDATE "user" SET item_count = 12345 WHERE id = :id', id=db.id(owner.id))
+        db.run("UPDATE user_item_count SET item_count = 12345 WHERE user_id = :id", id=db.id(owner.id))
         try:
             assert own_count(client, owner) == 12345
         finally:
-            db.run('UPDATE "user" SET item_count = 2 WHERE id = :id', id=db.id(owner.id))
+            db.run("UPDATE user_item_count SET item_count = 2 WHERE user_id = :id", id=db.id(owner.id))
         assert own_count(client, owner) == 2
 
 
@@ -215,6 +221,14 @@ def user_columns(database: Database) -> set[str]:
     async def go(engine: AsyncEngine) -> set[str]:
         async with engine.connect() as connection:
             return set((await connection.execute(text('SELECT * FROM "user" LIMIT 0'))).keys())
+
+    return database.execute(go)
+
+
+def table_names(database: Database) -> set[str]:
+    async def go(engine: AsyncEngine) -> set[str]:
+        async with engine.connect() as connection:
+            return await connection.run_sync(lambda sync: set(inspect(sync).get_table_names()))
 
     return database.execute(go)
 
@@ -247,17 +261,31 @@ def test_the_migration_counts_existing_items_and_a_downgrade_takes_only_its_own_
                     owner=database.id(str(owners[0])),
                 )
             commands.upgrade("head")
-            counts = [
-                database.scalar('SELECT item_count FROM "user" WHERE id = :id', id=database.id(str(owner)))
-                for owner in owners
-            ]
+            counted = "SELECT coalesce((SELECT item_count FROM user_item_count WHERE user_id = :id), 0)"
+            counts = [database.scalar(counted, id=database.id(str(owner))) for owner in owners]
             assert counts == [3, 0]
+            assert "item_count" not in user_columns(database)  # the counter left the user's row (migration 0012)
             # Head has migration 0008's user trigger (a deactivation revokes personal access tokens) too.
             ours = {f"item.{name}" for name in TRIGGERS[engine]} | {"user.personal_access_token_revoke"}
             assert item_trigger_names(database) == before | ours  # migration 0005's user triggers are still there
+            # Back to 0006's column, filled from the table, and 0006's triggers keeping it.
+            commands.downgrade("0011")
+            old = 'SELECT item_count FROM "user" WHERE id = :id'
+            assert [database.scalar(old, id=database.id(str(owner))) for owner in owners] == [3, 0]
+            assert "user_item_count" not in table_names(database)
+            assert item_trigger_names(database) == before | ours
+            database.run(
+                "INSERT INTO item (id, title, owner_id, created_at) VALUES (:id, 't', :owner, CURRENT_TIMESTAMP)",
+                id=database.id(str(uuid.uuid4())),
+                owner=database.id(str(owners[1])),
+            )
+            assert [database.scalar(old, id=database.id(str(owner))) for owner in owners] == [3, 1]
+            commands.upgrade("head")
+            assert [database.scalar(counted, id=database.id(str(owner))) for owner in owners] == [3, 1]
             commands.downgrade("0005")
             assert item_trigger_names(database) == before
             assert "item_count" not in user_columns(database)
+            assert "user_item_count" not in table_names(database)
             commands.upgrade("head")
             assert item_trigger_names(database) == before | ours
         finally:
