@@ -96,7 +96,7 @@ from app.schemas import (
     UsersPublic,
 )
 from app.validation import error
-from db.executor import Executor, S, columns, from_row
+from db.executor import Executor, S, Statement, columns, from_row
 from db.identity import email_identity
 from db.models import (
     TOTP_KEY,
@@ -232,15 +232,18 @@ class TokenCaller:
     def id(self) -> UUID:
         return self.access.user_id
 
-    def params(self, now: datetime) -> dict[str, Any]:
-        """The parameters of `admitted_caller` and `SESSION_STALE`."""
+    async def change(self, fast: Executor, statement: Statement, params: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        """A change whose WHERE is `admitted_caller` and whose RETURNING has SESSION_STALE, run with `params` and
+        this caller's: its row, the caller then checked; None if it changed nothing."""
+        now = utc_now()
         access = self.access
-        return {"caller_id": access.user_id, "sid": access.session_id, "now": now, "touch_before": now - TOUCH_EVERY}
-
-    def admit(self, stale: Any) -> None:
-        """The change's statement admitted them."""
+        checks = {"caller_id": access.user_id, "sid": access.session_id, "now": now, "touch_before": now - TOUCH_EVERY}
+        rows = await fast.rows(statement, {**params, **checks})
+        if not rows:
+            return None
         self.checked = True
-        self.stale = bool(stale)
+        self.stale = bool(rows[0]["session_stale"])
+        return rows[0]
 
     async def read_checked(
         self,
@@ -470,29 +473,20 @@ class UserRepository(SQLAlchemyAsyncRepository[User]):
 
     @classmethod
     async def rename_as(
-        cls, fast: Executor, caller: TokenCaller, user_id: UUID, full_name: str | None, superuser: bool, now: datetime
+        cls, fast: Executor, caller: TokenCaller, user_id: UUID, full_name: str | None, superuser: bool
     ) -> UserPublic | None:
         """The user renamed if `caller` is admitted (and a superuser, if asked) and the name is new; None, with
         nothing written, if not."""
-        statement = cls.rename_as_caller_statement(superuser)
-        params = {"where_id": user_id, "new_full_name": full_name, **caller.params(now)}
-        rows = await fast.rows(statement, params)
-        if not rows:
-            return None
-        caller.admit(rows[0]["session_stale"])
-        return from_row(UserPublic, rows[0], shown=fast.shown)
+        params = {"where_id": user_id, "new_full_name": full_name}
+        row = await caller.change(fast, cls.rename_as_caller_statement(superuser), params)
+        return from_row(UserPublic, row, shown=fast.shown) if row is not None else None
 
     @classmethod
-    async def delete_as(
-        cls, fast: Executor, caller: TokenCaller, user_id: UUID, superuser: bool, now: datetime
-    ) -> bool:
+    async def delete_as(cls, fast: Executor, caller: TokenCaller, user_id: UUID, superuser: bool) -> bool:
         """`delete_by_id` if `caller` is admitted: themself (`user_id`), unless a superuser; or, by a superuser,
         anyone but themself. False, with nothing deleted, if not."""
         statement = cls.DELETE_AS_SUPERUSER if superuser else cls.DELETE_ME_AS_CALLER
-        rows = await fast.rows(statement, {"where_id": user_id, **caller.params(now)})
-        if rows:
-            caller.admit(rows[0]["session_stale"])
-        return bool(rows)
+        return await caller.change(fast, statement, {"where_id": user_id}) is not None
 
     @classmethod
     async def read_caller(
@@ -664,34 +658,25 @@ class ItemRepository(SQLAlchemyAsyncRepository[Item]):
         return bool(await fast.rows(cls.DELETE, {"where_id": item_id}))
 
     @classmethod
-    async def insert_as(cls, fast: Executor, caller: TokenCaller, item: ItemPublic, now: datetime) -> bool:
-        """`insert_public` if `caller` is admitted (then `caller.admit`); False, with nothing written, if not."""
+    async def insert_as(cls, fast: Executor, caller: TokenCaller, item: ItemPublic) -> bool:
+        """`insert_public` if `caller` is admitted; False, with nothing written, if not."""
         values = {name: getattr(item, name) for name in ItemPublic.__struct_fields__}
-        rows = await fast.rows(cls.INSERT_AS_CALLER, {**values, **caller.params(now)})
-        if rows:
-            caller.admit(rows[0]["session_stale"])
-        return bool(rows)
+        return await caller.change(fast, cls.INSERT_AS_CALLER, values) is not None
 
     @classmethod
     async def update_as(
-        cls, fast: Executor, caller: TokenCaller, item_id: UUID, values: Mapping[str, Any], now: datetime
+        cls, fast: Executor, caller: TokenCaller, item_id: UUID, values: Mapping[str, Any]
     ) -> ItemPublic | None:
         """`update_public` (with `values`) if `caller` is admitted and may change the item; None, with nothing
         written, if not, or if there is no such item."""
         statement = cls.update_as_caller_statement(tuple(sorted(values)))
-        rows = await fast.rows(statement, {"where_id": item_id, **_assigned(values), **caller.params(now)})
-        if not rows:
-            return None
-        caller.admit(rows[0]["session_stale"])
-        return from_row(ItemPublic, rows[0])
+        row = await caller.change(fast, statement, {"where_id": item_id, **_assigned(values)})
+        return from_row(ItemPublic, row) if row is not None else None
 
     @classmethod
-    async def delete_as(cls, fast: Executor, caller: TokenCaller, item_id: UUID, now: datetime) -> bool:
+    async def delete_as(cls, fast: Executor, caller: TokenCaller, item_id: UUID) -> bool:
         """`delete_by_id` if `caller` is admitted and may delete the item; False, with nothing deleted, if not."""
-        rows = await fast.rows(cls.DELETE_AS_CALLER, {"where_id": item_id, **caller.params(now)})
-        if rows:
-            caller.admit(rows[0]["session_stale"])
-        return bool(rows)
+        return await caller.change(fast, cls.DELETE_AS_CALLER, {"where_id": item_id}) is not None
 
 
 class Refreshed(msgspec.Struct):
@@ -1312,9 +1297,7 @@ class UserService:
         caller is checked and the change made as any other)."""
         if not isinstance(self._caller, TokenCaller) or changes.keys() != {"full_name"}:
             return None
-        renamed = await UserRepository.rename_as(
-            self.fast, self._caller, user_id, changes["full_name"], superuser, utc_now()
-        )
+        renamed = await UserRepository.rename_as(self.fast, self._caller, user_id, changes["full_name"], superuser)
         if renamed is not None:
             audit(AuditEvent.USER_UPDATED, user_id=user_id, actor_id=self._actor, fields=["full_name"])
         return renamed
@@ -1323,7 +1306,7 @@ class UserService:
         """A deletion by a TokenCaller in one statement; False when it deleted nothing."""
         if not isinstance(self._caller, TokenCaller):
             return False
-        if not await UserRepository.delete_as(self.fast, self._caller, user_id, superuser, utc_now()):
+        if not await UserRepository.delete_as(self.fast, self._caller, user_id, superuser):
             return False
         audit(AuditEvent.USER_DELETED, user_id=user_id, actor_id=self._actor)
         return True
@@ -1641,9 +1624,7 @@ class ItemService:
             title=data.title, description=data.description, id=uuid7(), owner_id=self.caller.id, created_at=utc_now()
         )
         try:
-            if isinstance(self.caller, TokenCaller) and await ItemRepository.insert_as(
-                self.fast, self.caller, item, item.created_at
-            ):
+            if isinstance(self.caller, TokenCaller) and await ItemRepository.insert_as(self.fast, self.caller, item):
                 return item
             await self._checked()
             await ItemRepository.insert_public(self.fast, item)
@@ -1653,7 +1634,7 @@ class ItemService:
 
     async def update(self, item_id: UUID, changes: dict[str, Any]) -> ItemPublic:
         if isinstance(self.caller, TokenCaller) and changes:
-            changed = await ItemRepository.update_as(self.fast, self.caller, item_id, changes, utc_now())
+            changed = await ItemRepository.update_as(self.fast, self.caller, item_id, changes)
             if changed is not None:
                 return changed
         await self.read(item_id)
@@ -1663,9 +1644,7 @@ class ItemService:
         return updated
 
     async def delete(self, item_id: UUID) -> None:
-        if isinstance(self.caller, TokenCaller) and await ItemRepository.delete_as(
-            self.fast, self.caller, item_id, utc_now()
-        ):
+        if isinstance(self.caller, TokenCaller) and await ItemRepository.delete_as(self.fast, self.caller, item_id):
             return
         await self.read(item_id)
         if not await ItemRepository.delete_by_id(self.fast, item_id):

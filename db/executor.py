@@ -117,7 +117,7 @@ class Executor:
         # gets the next statement's.
         self._idle: list[Any] = []
         self._pool = engine.pool if isinstance(engine.pool, QueuePool) else None
-        self._idle_max = engine.pool.size() // 2 if isinstance(engine.pool, QueuePool) else 0
+        self._idle_max = self._pool.size() // 2 if self._pool is not None else 0
         self._compiled: dict[int, tuple[str, tuple[str, ...]]] = {}
         # A span per statement of the fast path on asyncpg, given its SQL, when the app traces (app/tracing.py);
         # elsewhere SQLAlchemy's own instrumentation sees the statements.
@@ -206,7 +206,7 @@ class Executor:
             # Cancelled mid-statement: the connection may be mid-protocol, so it is never handed out again.
             await greenlet_spawn(pooled.invalidate)
             raise
-        if len(self._idle) < self._idle_max and self._pool is not None and self._pool.checkedout() < self._pool.size():
+        if self._pool is not None and len(self._idle) < self._idle_max and self._pool.checkedout() < self._pool.size():
             self._idle.append(pooled)
         else:
             pooled.close()  # no transaction was opened, so returning it to the pool sends nothing
